@@ -1,0 +1,89 @@
+//! The port the app needs from the server (compiled only with `ssr`).
+//!
+//! The order pipeline lives in the `server` crate, which depends on this one,
+//! never the other way round. The server implements [`Checkout`] and provides
+//! it as Leptos context, so the server functions behind the pages and the
+//! JSON API call one and the same pipeline.
+
+use crate::domain::{BuyerId, IdempotencyKey, ItemId};
+use crate::model::{Item, KeyOutcome, OrderError, OrderRequest, Receipt};
+use std::sync::Arc;
+
+/// The answer to one order attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The receipt, or the refusal the buyer sees.
+    pub result: Result<Receipt, OrderError>,
+    /// True when this answer was stored by an earlier request with the same
+    /// key and is being played back, not computed now.
+    pub replayed: bool,
+}
+
+/// Browser-layer counters reported by the page (`POST /api/guard-events`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GuardCounts {
+    /// Taps swallowed while an order was pending.
+    pub swallowed_taps: u32,
+    /// Submissions avoided by looking up the outcome after a reload or restore.
+    pub restore_lookups: u32,
+    /// Retries held back while the page was hidden.
+    pub hidden_blocks: u32,
+}
+
+/// Everything the pages need from the server.
+#[async_trait::async_trait]
+pub trait Checkout: Send + Sync + 'static {
+    /// # Errors
+    /// `unavailable` when the database cannot be reached.
+    async fn list_items(&self) -> Result<Vec<Item>, OrderError>;
+
+    /// # Errors
+    /// `unknown_item`, or `unavailable`.
+    async fn item(&self, id: ItemId) -> Result<Item, OrderError>;
+
+    /// Runs the order pipeline once for this buyer's intent to buy.
+    async fn place_order(
+        &self,
+        buyer: &BuyerId,
+        key: &IdempotencyKey,
+        request: OrderRequest,
+    ) -> Placement;
+
+    /// The outcome of an earlier attempt of this buyer with this key.
+    ///
+    /// # Errors
+    /// `unavailable` when neither store can be read.
+    async fn outcome_by_key(
+        &self,
+        buyer: &BuyerId,
+        key: &IdempotencyKey,
+    ) -> Result<KeyOutcome, OrderError>;
+}
+
+/// How the server hands the pipeline to the server functions.
+pub type SharedCheckout = Arc<dyn Checkout>;
+
+/// The pipeline provided by the server as context.
+///
+/// # Errors
+/// `internal` when the server forgot to provide it (a wiring bug).
+pub fn use_checkout() -> Result<SharedCheckout, OrderError> {
+    leptos::prelude::use_context::<SharedCheckout>()
+        .ok_or_else(|| OrderError::new(crate::model::ErrorCode::Internal, "checkout is not wired"))
+}
+
+/// The buyer of the current request, resolved from the signed cookie by the
+/// server's session middleware (which mints one on first visit).
+///
+/// # Errors
+/// `unauthorized` when the request carries no buyer.
+pub fn current_buyer() -> Result<BuyerId, OrderError> {
+    leptos::prelude::use_context::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<BuyerId>().cloned())
+        .ok_or_else(|| {
+            OrderError::new(
+                crate::model::ErrorCode::Unauthorized,
+                "no buyer session: reload the page",
+            )
+        })
+}

@@ -1,0 +1,235 @@
+//! Every string the shopper pages show, in English and Simplified Chinese.
+//!
+//! The server picks the language from the `lang` cookie (set by the visible
+//! switch) or else `Accept-Language`, and writes it into `<html lang>`; the
+//! hydrating browser reads it back from there, so both sides render the same
+//! markup.
+
+use crate::model::ErrorCode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lang {
+    #[default]
+    En,
+    ZhCn,
+}
+
+impl Lang {
+    pub const ALL: [Lang; 2] = [Lang::En, Lang::ZhCn];
+
+    /// The BCP 47 tag written into `<html lang>` and the `lang` cookie.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::ZhCn => "zh-CN",
+        }
+    }
+
+    /// The language's name in itself, for the switch.
+    pub fn native_name(self) -> &'static str {
+        match self {
+            Lang::En => "English",
+            Lang::ZhCn => "简体中文",
+        }
+    }
+
+    /// Reads a tag as written by [`Lang::tag`], leniently.
+    pub fn from_tag(tag: &str) -> Option<Lang> {
+        let tag = tag.trim().to_ascii_lowercase();
+        if tag == "en" || tag.starts_with("en-") {
+            Some(Lang::En)
+        } else if tag == "zh" || tag.starts_with("zh-") {
+            Some(Lang::ZhCn)
+        } else {
+            None
+        }
+    }
+
+    /// The best supported language of an `Accept-Language` header, by quality.
+    pub fn negotiate(accept_language: &str) -> Lang {
+        let mut best: Option<(f32, Lang)> = None;
+        for part in accept_language.split(',') {
+            let mut pieces = part.split(';');
+            let tag = pieces.next().unwrap_or_default();
+            let quality = pieces
+                .find_map(|p| p.trim().strip_prefix("q="))
+                .and_then(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            if let Some(lang) = Lang::from_tag(tag) {
+                if best.is_none_or(|(q, _)| quality > q) {
+                    best = Some((quality, lang));
+                }
+            }
+        }
+        best.map(|(_, lang)| lang).unwrap_or_default()
+    }
+
+    pub fn strings(self) -> &'static Strings {
+        match self {
+            Lang::En => &EN,
+            Lang::ZhCn => &ZH_CN,
+        }
+    }
+}
+
+/// One language's strings. Formatting helpers below take numbers and ids.
+pub struct Strings {
+    pub site_name: &'static str,
+    pub tagline: &'static str,
+    pub items_heading: &'static str,
+    pub no_items: &'static str,
+    pub condition: &'static str,
+    pub seller: &'static str,
+    pub price: &'static str,
+    pub stock_left: &'static str,
+    pub sold_out_badge: &'static str,
+    pub quantity: &'static str,
+    pub buy: &'static str,
+    pub buying: &'static str,
+    pub buy_again: &'static str,
+    pub retry: &'static str,
+    pub checking: &'static str,
+    pub order_placed: &'static str,
+    pub order_id: &'static str,
+    pub total: &'static str,
+    pub back_to_list: &'static str,
+    pub language: &'static str,
+    pub load_failed: &'static str,
+    pub outcome_unknown: &'static str,
+    pub waiting_visible: &'static str,
+    pub dashboard: &'static str,
+}
+
+impl Strings {
+    /// The shopper-facing sentence for a refusal; never the server's raw text.
+    pub fn error_message(&self, code: ErrorCode) -> &'static str {
+        let zh = std::ptr::eq(self, &ZH_CN);
+        match (code, zh) {
+            (ErrorCode::SoldOut, false) => "Sold out: every unit has been bought.",
+            (ErrorCode::SoldOut, true) => "已售罄:所有库存都已售出。",
+            (ErrorCode::StockConflict, false) => {
+                "Many people are buying this right now. Please try again."
+            }
+            (ErrorCode::StockConflict, true) => "当前抢购人数过多,请重试。",
+            (ErrorCode::LimitExceeded, false) => "You have reached the limit for this item.",
+            (ErrorCode::LimitExceeded, true) => "您已达到该商品的限购数量。",
+            (ErrorCode::RequestInProgress, false) => "Your order is still being processed.",
+            (ErrorCode::RequestInProgress, true) => "您的订单仍在处理中。",
+            (ErrorCode::UnknownItem | ErrorCode::NotFound, false) => "This item does not exist.",
+            (ErrorCode::UnknownItem | ErrorCode::NotFound, true) => "该商品不存在。",
+            (ErrorCode::Unavailable | ErrorCode::Internal, false) => {
+                "The shop is busy. Your order was not taken; please try again."
+            }
+            (ErrorCode::Unavailable | ErrorCode::Internal, true) => "系统繁忙,订单未提交,请重试。",
+            (ErrorCode::RateLimited, false) => "Too many attempts. Please wait a moment.",
+            (ErrorCode::RateLimited, true) => "操作过于频繁,请稍候。",
+            (ErrorCode::Unauthorized, false) => "Your session expired. Please reload the page.",
+            (ErrorCode::Unauthorized, true) => "会话已过期,请刷新页面。",
+            (_, false) => "The order could not be placed.",
+            (_, true) => "无法下单。",
+        }
+    }
+}
+
+/// Money as the pages show it: `¥12.50`.
+pub fn format_price(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let cents = cents.unsigned_abs();
+    format!("{sign}¥{}.{:02}", cents / 100, cents % 100)
+}
+
+static EN: Strings = Strings {
+    site_name: "Oversell Guard Market",
+    tagline: "Second-hand finds, sold once.",
+    items_heading: "Items",
+    no_items: "Nothing for sale right now.",
+    condition: "Condition",
+    seller: "Seller",
+    price: "Price",
+    stock_left: "Left",
+    sold_out_badge: "Sold out",
+    quantity: "Quantity",
+    buy: "Buy now",
+    buying: "Placing order…",
+    buy_again: "Buy again",
+    retry: "Try again",
+    checking: "Checking your order…",
+    order_placed: "Order placed",
+    order_id: "Order",
+    total: "Total",
+    back_to_list: "All items",
+    language: "Language",
+    load_failed: "Could not load this page. Please reload.",
+    outcome_unknown: "We could not confirm your order yet. Trying again keeps the same order.",
+    waiting_visible: "Will check your order when you come back to this page.",
+    dashboard: "Dashboard",
+};
+
+static ZH_CN: Strings = Strings {
+    site_name: "防超卖二手市场",
+    tagline: "二手好物,每件只卖一次。",
+    items_heading: "商品",
+    no_items: "暂无在售商品。",
+    condition: "成色",
+    seller: "卖家",
+    price: "价格",
+    stock_left: "剩余",
+    sold_out_badge: "已售罄",
+    quantity: "数量",
+    buy: "立即购买",
+    buying: "正在下单…",
+    buy_again: "再买一件",
+    retry: "重试",
+    checking: "正在查询订单…",
+    order_placed: "下单成功",
+    order_id: "订单号",
+    total: "合计",
+    back_to_list: "全部商品",
+    language: "语言",
+    load_failed: "页面加载失败,请刷新。",
+    outcome_unknown: "暂时无法确认订单结果。重试不会重复下单。",
+    waiting_visible: "回到本页面后将自动查询订单结果。",
+    dashboard: "看板",
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_language_picks_the_best_supported_language() {
+        assert_eq!(Lang::negotiate("zh-CN,zh;q=0.9,en;q=0.8"), Lang::ZhCn);
+        assert_eq!(Lang::negotiate("en-US,en;q=0.9,zh;q=0.8"), Lang::En);
+        assert_eq!(Lang::negotiate("fr-FR,zh;q=0.5"), Lang::ZhCn);
+        assert_eq!(Lang::negotiate("de"), Lang::En);
+        assert_eq!(Lang::negotiate(""), Lang::En);
+    }
+
+    #[test]
+    fn tags_round_trip() {
+        for lang in Lang::ALL {
+            assert_eq!(Lang::from_tag(lang.tag()), Some(lang));
+        }
+    }
+
+    #[test]
+    fn prices_show_two_decimals() {
+        assert_eq!(format_price(1250), "¥12.50");
+        assert_eq!(format_price(5), "¥0.05");
+        assert_eq!(format_price(0), "¥0.00");
+    }
+
+    #[test]
+    fn both_languages_translate_the_purchase_errors() {
+        for code in [
+            ErrorCode::SoldOut,
+            ErrorCode::StockConflict,
+            ErrorCode::LimitExceeded,
+        ] {
+            assert_ne!(
+                Lang::En.strings().error_message(code),
+                Lang::ZhCn.strings().error_message(code)
+            );
+        }
+    }
+}

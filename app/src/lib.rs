@@ -1,0 +1,33 @@
+//! The Leptos app of the oversell guard: pages, server functions, and the
+//! types the browser, the server functions and the JSON API share.
+//!
+//! # Layout
+//!
+//! - [`domain`]: newtypes that validate when parsed (`ItemId`, `Quantity`,
+//!   `IdempotencyKey`, `BuyerId`).
+//! - [`model`]: the wire types (`Item`, `OrderRequest`, `Receipt`,
+//!   `OrderError` with its `ErrorCode`, `KeyOutcome`).
+//! - [`guard`]: the submit state machine that owns the Buy button, plain Rust.
+//! - [`i18n`]: every shopper-facing string, English and Simplified Chinese.
+//! - [`server_fns`]: thin server functions over the [`checkout`] port.
+//! - [`checkout`] (`ssr` only): the port the server implements with its order
+//!   pipeline.
+//! - [`pages`]: the routes and their components; [`pages::buy`] is the Buy
+//!   panel and its browser glue.
+//!
+//! The `ssr` feature builds the server half, `hydrate` the wasm half.
+
+#![recursion_limit = "256"]
+
+#[cfg(feature = "ssr")]
+pub mod checkout;
+pub mod domain;
+pub mod guard;
+pub mod i18n;
+pub mod model;
+pub mod pages;
+pub mod server_fns;
+
+pub use pages::App;
+#[cfg(feature = "ssr")]
+pub use pages::shell;

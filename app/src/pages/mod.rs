@@ -1,0 +1,336 @@
+//! Routes and page components.
+//!
+//! `/` lists the items, `/items/{id}` shows one with its Buy panel. Both are
+//! rendered on the server and hydrated in the browser; before hydration (or
+//! with JavaScript off) every control is a plain link or form that works.
+
+#[cfg(feature = "hydrate")]
+mod browser;
+pub mod buy;
+
+use crate::domain::{IdempotencyKey, ItemId};
+use crate::i18n::{Lang, Strings, format_price};
+use crate::model::{ErrorCode, Item, KeyOutcome, OrderError};
+use crate::server_fns::{ItemView, list_items, load_item_view, order_outcome};
+use leptos::prelude::*;
+#[cfg(feature = "ssr")]
+use leptos_meta::MetaTags;
+use leptos_meta::{Stylesheet, Title, provide_meta_context};
+use leptos_router::components::{A, Route, Router, Routes};
+use leptos_router::hooks::{use_location, use_params_map, use_query_map};
+use leptos_router::path;
+
+/// The query parameter that carries the key of a form posted without
+/// JavaScript, so the page it redirects to can show that order's outcome.
+pub const ORDER_KEY_PARAM: &str = "order_key";
+
+/// The HTML document around the app (server only).
+#[cfg(feature = "ssr")]
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    let lang = current_lang();
+    view! {
+        <!DOCTYPE html>
+        <html lang=lang.tag()>
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <meta name="color-scheme" content="light" />
+                <AutoReload options=options.clone() />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+/// The language of this render: on the server from the `lang` cookie or
+/// `Accept-Language`; in the browser from `<html lang>`, which the server wrote.
+pub fn current_lang() -> Lang {
+    #[cfg(feature = "ssr")]
+    {
+        use_context::<http::request::Parts>()
+            .map(|parts| lang_of_request(&parts.headers))
+            .unwrap_or_default()
+    }
+    #[cfg(all(feature = "hydrate", not(feature = "ssr")))]
+    {
+        browser::document_lang()
+            .and_then(|tag| Lang::from_tag(&tag))
+            .unwrap_or_default()
+    }
+    #[cfg(not(any(feature = "ssr", feature = "hydrate")))]
+    {
+        Lang::default()
+    }
+}
+
+/// The language a request asks for: the `lang` cookie (the visible switch)
+/// wins over `Accept-Language`.
+#[cfg(feature = "ssr")]
+pub fn lang_of_request(headers: &http::HeaderMap) -> Lang {
+    let from_cookie = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix("lang="))
+        .and_then(Lang::from_tag);
+    from_cookie.unwrap_or_else(|| {
+        headers
+            .get(http::header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+            .map(Lang::negotiate)
+            .unwrap_or_default()
+    })
+}
+
+fn strings() -> &'static Strings {
+    use_context::<Lang>().unwrap_or_default().strings()
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    let lang = current_lang();
+    provide_context(lang);
+    let s = lang.strings();
+    view! {
+        <Stylesheet id="leptos" href="/pkg/oversell-guard.css" />
+        <Title text=s.site_name />
+        <Router>
+            <Header />
+            <main class="page">
+                <Routes fallback=NotFound>
+                    <Route path=path!("/") view=ItemListPage />
+                    <Route path=path!("/items/:id") view=ItemPage />
+                </Routes>
+            </main>
+        </Router>
+    }
+}
+
+#[component]
+fn Header() -> impl IntoView {
+    let s = strings();
+    let current = use_context::<Lang>().unwrap_or_default();
+    let location = use_location();
+    view! {
+        <header class="site-header">
+            <a class="brand" href="/">
+                {s.site_name}
+            </a>
+            <nav class="lang-switch" aria-label=s.language>
+                {Lang::ALL
+                    .into_iter()
+                    .map(|lang| {
+                        let href = move || {
+                            format!(
+                                "/lang/{}?back={}",
+                                lang.tag(),
+                                encode_path(&location.pathname.get()),
+                            )
+                        };
+                        view! {
+                            <a
+                                href=href
+                                hreflang=lang.tag()
+                                lang=lang.tag()
+                                aria-current=(lang == current).then_some("true")
+                                rel="nofollow"
+                            >
+                                {lang.native_name()}
+                            </a>
+                        }
+                    })
+                    .collect_view()}
+            </nav>
+        </header>
+    }
+}
+
+/// Percent-encodes a path for the `back` parameter of the language switch.
+fn encode_path(path: &str) -> String {
+    path.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+#[component]
+fn ItemListPage() -> impl IntoView {
+    let s = strings();
+    let items = Resource::new(|| (), |_| list_items());
+    view! {
+        <section class="intro">
+            <h1>{s.items_heading}</h1>
+            <p class="tagline">{s.tagline}</p>
+        </section>
+        <Suspense fallback=|| view! { <p class="loading" aria-busy="true"></p> }>
+            {move || Suspend::new(async move {
+                match items.await {
+                    Ok(items) if items.is_empty() => view! { <p>{s.no_items}</p> }.into_any(),
+                    Ok(items) => {
+                        view! {
+                            <ul class="item-grid">
+                                {items
+                                    .into_iter()
+                                    .map(|item| view! { <ItemCard item /> })
+                                    .collect_view()}
+                            </ul>
+                        }
+                            .into_any()
+                    }
+                    Err(_) => view! { <p class="error" role="alert">{s.load_failed}</p> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn ItemCard(item: Item) -> impl IntoView {
+    let s = strings();
+    let href = format!("/items/{}", item.id);
+    let sold_out = item.stock <= 0;
+    view! {
+        <li class="item-card" class:sold-out=sold_out>
+            <A href=href>
+                <h2>{item.title}</h2>
+                <p class="meta">
+                    <span>{s.condition}": "{item.condition}</span>
+                    <span>{s.seller}": "{item.seller}</span>
+                </p>
+                <p class="price">{format_price(item.price_cents)}</p>
+                <p class="stock">
+                    {if sold_out {
+                        s.sold_out_badge.to_string()
+                    } else {
+                        format!("{}: {}", s.stock_left, item.stock)
+                    }}
+                </p>
+            </A>
+        </li>
+    }
+}
+
+#[component]
+fn ItemPage() -> impl IntoView {
+    let s = strings();
+    let params = use_params_map();
+    let query = use_query_map();
+    let item_id = move || {
+        params
+            .read()
+            .get("id")
+            .and_then(|raw| ItemId::parse(&raw).ok())
+    };
+    let order_key = move || {
+        query
+            .read()
+            .get(ORDER_KEY_PARAM)
+            .and_then(|raw| IdempotencyKey::parse(&raw).ok())
+    };
+    let view_data = Resource::new(item_id, |id| async move {
+        match id {
+            Some(id) => load_item_view(id).await,
+            None => Err(OrderError::new(ErrorCode::UnknownItem, "no such item")),
+        }
+    });
+    let prior = Resource::new(order_key, |key| async move {
+        match key {
+            Some(key) => order_outcome(key.clone())
+                .await
+                .ok()
+                .map(|outcome| (key, outcome)),
+            None => None,
+        }
+    });
+    view! {
+        <p class="crumbs">
+            <A href="/">{s.back_to_list}</A>
+        </p>
+        <Suspense fallback=|| view! { <p class="loading" aria-busy="true"></p> }>
+            {move || Suspend::new(async move {
+                let prior = prior.await;
+                match view_data.await {
+                    Ok(data) => view! { <ItemDetails data prior /> }.into_any(),
+                    Err(error) => {
+                        if error.code == ErrorCode::UnknownItem {
+                            set_status(404);
+                        }
+                        view! {
+                            <p class="error" role="alert">
+                                {s.error_message(error.code)}
+                            </p>
+                        }
+                            .into_any()
+                    }
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn ItemDetails(data: ItemView, prior: Option<(IdempotencyKey, KeyOutcome)>) -> impl IntoView {
+    let s = strings();
+    let ItemView { item, form_token } = data;
+    let title = item.title.clone();
+    view! {
+        <Title text=title.clone() />
+        <article class="item-detail">
+            <h1>{title}</h1>
+            <dl class="facts">
+                <div>
+                    <dt>{s.price}</dt>
+                    <dd class="price">{format_price(item.price_cents)}</dd>
+                </div>
+                <div>
+                    <dt>{s.condition}</dt>
+                    <dd>{item.condition.clone()}</dd>
+                </div>
+                <div>
+                    <dt>{s.seller}</dt>
+                    <dd>{item.seller.clone()}</dd>
+                </div>
+                <div>
+                    <dt>{s.stock_left}</dt>
+                    <dd data-testid="stock">{item.stock}</dd>
+                </div>
+            </dl>
+            <buy::BuyPanel item form_token prior />
+        </article>
+    }
+}
+
+#[component]
+fn NotFound() -> impl IntoView {
+    set_status(404);
+    let s = strings();
+    view! {
+        <p class="error" role="alert">
+            {s.error_message(ErrorCode::NotFound)}
+        </p>
+        <p>
+            <A href="/">{s.back_to_list}</A>
+        </p>
+    }
+}
+
+/// Sets the HTTP status of the server-rendered response; a no-op in the browser.
+fn set_status(_status: u16) {
+    #[cfg(feature = "ssr")]
+    if let (Some(options), Ok(status)) = (
+        use_context::<leptos_axum::ResponseOptions>(),
+        http::StatusCode::from_u16(_status),
+    ) {
+        options.set_status(status);
+    }
+}

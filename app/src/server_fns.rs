@@ -1,0 +1,50 @@
+//! Server functions: thin wrappers that take the buyer and the pipeline from
+//! context and call the same [`Checkout`](crate::checkout::Checkout) the JSON
+//! API calls. They live under `/sfn/` so they never collide with `/api/`.
+
+use crate::domain::{IdempotencyKey, ItemId, Quantity};
+use crate::model::{Item, KeyOutcome, OrderError, Receipt};
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// An item page's data: the item and a server-minted token for the form, so
+/// the page can buy before hydration or without JavaScript.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemView {
+    pub item: Item,
+    pub form_token: IdempotencyKey,
+}
+
+#[server(prefix = "/sfn", endpoint = "items")]
+pub async fn list_items() -> Result<Vec<Item>, OrderError> {
+    crate::checkout::use_checkout()?.list_items().await
+}
+
+#[server(prefix = "/sfn", endpoint = "item")]
+pub async fn load_item_view(id: ItemId) -> Result<ItemView, OrderError> {
+    let item = crate::checkout::use_checkout()?.item(id).await?;
+    let form_token = IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string())?;
+    Ok(ItemView { item, form_token })
+}
+
+#[server(prefix = "/sfn", endpoint = "place_order")]
+pub async fn place_order(
+    item_id: ItemId,
+    qty: Quantity,
+    idempotency_key: IdempotencyKey,
+) -> Result<Receipt, OrderError> {
+    let buyer = crate::checkout::current_buyer()?;
+    let request = crate::model::OrderRequest { item_id, qty };
+    crate::checkout::use_checkout()?
+        .place_order(&buyer, &idempotency_key, request)
+        .await
+        .result
+}
+
+#[server(prefix = "/sfn", endpoint = "order_outcome")]
+pub async fn order_outcome(idempotency_key: IdempotencyKey) -> Result<KeyOutcome, OrderError> {
+    let buyer = crate::checkout::current_buyer()?;
+    crate::checkout::use_checkout()?
+        .outcome_by_key(&buyer, &idempotency_key)
+        .await
+}

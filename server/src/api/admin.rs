@@ -1,0 +1,141 @@
+//! Admin calls (bearer token): create an item, restock one. Both keep the
+//! reservation counter in step with the database: the database commits
+//! first, then the counter is warmed (create) or adjusted (restock) unless it
+//! was loaded after the change and already includes it.
+
+use super::{Admin, ApiJson, item_id};
+use crate::db::items::{self, NewItem, Restocked};
+use crate::error::ApiError;
+use crate::reservation::CounterSeed;
+use crate::state::AppState;
+use app::model::Item;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+const MAX_STOCK: i64 = 1_000_000_000;
+const MAX_PRICE_CENTS: i64 = 1_000_000_000_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateItem {
+    title: String,
+    price_cents: i64,
+    stock: i64,
+    #[serde(default)]
+    max_per_buyer: Option<i64>,
+    #[serde(default)]
+    condition: Option<String>,
+    #[serde(default)]
+    seller: Option<String>,
+}
+
+impl CreateItem {
+    fn validate(self) -> Result<NewItem, ApiError> {
+        let title = self.title.trim().to_owned();
+        if title.is_empty() || title.chars().count() > 200 {
+            return Err(ApiError::invalid("title must have 1 to 200 characters"));
+        }
+        if !(0..=MAX_PRICE_CENTS).contains(&self.price_cents) {
+            return Err(ApiError::invalid("price_cents must be between 0 and 10^12"));
+        }
+        if !(0..=MAX_STOCK).contains(&self.stock) {
+            return Err(ApiError::invalid("stock must be between 0 and 10^9"));
+        }
+        if self
+            .max_per_buyer
+            .is_some_and(|m| !(1..=MAX_STOCK).contains(&m))
+        {
+            return Err(ApiError::invalid(
+                "max_per_buyer must be at least 1 when set",
+            ));
+        }
+        let text =
+            |value: Option<String>, default: &str, field: &str| -> Result<String, ApiError> {
+                let value = value
+                    .map(|v| v.trim().to_owned())
+                    .unwrap_or_else(|| default.to_owned());
+                if value.chars().count() > 64 {
+                    return Err(ApiError::invalid(format!(
+                        "{field} must have at most 64 characters"
+                    )));
+                }
+                Ok(value)
+            };
+        Ok(NewItem {
+            title,
+            condition: text(self.condition, "used", "condition")?,
+            seller: text(self.seller, "shop", "seller")?,
+            price_cents: self.price_cents,
+            stock: self.stock,
+            max_per_buyer: self.max_per_buyer,
+        })
+    }
+}
+
+/// `POST /api/admin/items`: 201 with the item.
+pub async fn create_item(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiJson(body): ApiJson<CreateItem>,
+) -> Result<(StatusCode, Json<Item>), ApiError> {
+    let new_item = body.validate()?;
+    let item = items::create(&state.db, &new_item)
+        .await
+        .map_err(ApiError::unavailable)?;
+    if let Some(store) = &state.reservation {
+        let seed = CounterSeed {
+            stock: item.stock,
+            version: item.version,
+            max_per_buyer: item.max_per_buyer,
+        };
+        if let Err(e) = store.load(item.id, seed).await {
+            tracing::warn!(item = %item.id, error = %e, "warming the counter failed; the first order loads it");
+        }
+    }
+    Ok((StatusCode::CREATED, Json(item)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restock {
+    delta: i64,
+}
+
+/// `POST /api/admin/items/{id}/restock` with `{"delta"}` (negative removes
+/// units): 200 with the item as it is afterwards.
+pub async fn restock(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Restock>,
+) -> Result<Json<Item>, ApiError> {
+    let id = item_id(&id)?;
+    if body.delta == 0 || body.delta.abs() > MAX_STOCK {
+        return Err(ApiError::invalid(
+            "delta must be non-zero and at most 10^9 in size",
+        ));
+    }
+    let item = match items::restock(&state.db, id, body.delta)
+        .await
+        .map_err(ApiError::unavailable)?
+    {
+        Restocked::Done(item) => item,
+        Restocked::UnknownItem => return Err(crate::orders::reserve::unknown_item().into()),
+        Restocked::WouldGoNegative { stock } => {
+            return Err(ApiError::invalid(format!(
+                "only {stock} in stock; cannot remove {}",
+                -body.delta
+            )));
+        }
+    };
+    if let Some(store) = &state.reservation {
+        if let Err(e) = store.restock(id, body.delta, item.version).await {
+            // The database holds the change; the counter is a filter and is
+            // corrected by the next load or reconciliation.
+            tracing::error!(item = %id, error = %e, "restock not applied to the reservation counter");
+        }
+    }
+    Ok(Json(item))
+}

@@ -1,0 +1,91 @@
+//! Plain HTML form endpoints, for pages before hydration or without
+//! JavaScript.
+//!
+//! `POST /items/{id}/buy` runs the same order pipeline as the Buy button and
+//! redirects (303, Post/Redirect/Get) to the item page with `?order_key=`,
+//! which renders that attempt's outcome. The key comes from the form's hidden
+//! field, minted by the server when it rendered the page, so a double submit
+//! is one intent and one order.
+//!
+//! `GET /lang/{tag}?back=/path` remembers the language switch in a cookie.
+
+use super::item_id;
+use crate::error::ApiError;
+use crate::state::AppState;
+use app::checkout::Checkout;
+use app::domain::{BuyerId, IdempotencyKey, Quantity};
+use app::i18n::Lang;
+use app::model::OrderRequest;
+use app::pages::ORDER_KEY_PARAM;
+use axum::Form;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::header::{LOCATION, SET_COOKIE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+pub struct BuyForm {
+    qty: Option<String>,
+    idempotency_key: String,
+}
+
+/// `POST /items/{id}/buy` (form-encoded: `qty`, `idempotency_key`).
+pub async fn buy(
+    State(state): State<AppState>,
+    Extension(buyer): Extension<BuyerId>,
+    Path(id): Path<String>,
+    Form(form): Form<BuyForm>,
+) -> Result<Response, ApiError> {
+    let item_id = item_id(&id)?;
+    let qty = match form.qty.as_deref() {
+        None | Some("") => Quantity::ONE,
+        Some(raw) => Quantity::new(
+            raw.trim()
+                .parse()
+                .map_err(|_| ApiError::invalid("qty must be a number"))?,
+        )?,
+    };
+    let key = IdempotencyKey::parse(&form.idempotency_key)?;
+    state
+        .0
+        .place_order(&buyer, &key, OrderRequest { item_id, qty })
+        .await;
+    Ok(see_other(&format!(
+        "/items/{item_id}?{ORDER_KEY_PARAM}={key}"
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Back {
+    back: Option<String>,
+}
+
+/// `GET /lang/{tag}`: sets the `lang` cookie and goes back.
+pub async fn switch_language(Path(tag): Path<String>, Query(back): Query<Back>) -> Response {
+    let Some(lang) = Lang::from_tag(&tag) else {
+        return ApiError::invalid("unsupported language").into_response();
+    };
+    // Only same-site paths: `//host` or a scheme would be an open redirect.
+    let target = back
+        .back
+        .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains('\\'))
+        .unwrap_or_else(|| "/".to_owned());
+    let mut response = see_other(&target);
+    let cookie = format!(
+        "lang={}; Path=/; Max-Age=31536000; SameSite=Lax",
+        lang.tag()
+    );
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(SET_COOKIE, value);
+    }
+    response
+}
+
+fn see_other(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    response
+}

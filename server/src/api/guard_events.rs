@@ -1,0 +1,52 @@
+//! `POST /api/guard-events`: batched browser-layer counters, sent by the Buy
+//! panel with `navigator.sendBeacon` (so the body may arrive as text/plain).
+//! Counts are bounded per batch; unknown fields are refused.
+
+use crate::error::ApiError;
+use crate::metrics as m;
+use crate::state::AppState;
+use app::checkout::GuardCounts;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+/// The most one page can plausibly report in one batch, per reason.
+pub const MAX_COUNT_PER_BATCH: u32 = 1_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    #[serde(default)]
+    swallowed_taps: u32,
+    #[serde(default)]
+    restore_lookups: u32,
+    #[serde(default)]
+    hidden_blocks: u32,
+}
+
+pub async fn record(State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
+    let batch: Batch = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(format!("invalid guard events: {e}")))?;
+    let counts = [
+        ("swallowed_tap", batch.swallowed_taps),
+        ("restore_lookup", batch.restore_lookups),
+        ("hidden_block", batch.hidden_blocks),
+    ];
+    if let Some((reason, _)) = counts.iter().find(|(_, n)| *n > MAX_COUNT_PER_BATCH) {
+        return Err(ApiError::invalid(format!(
+            "{reason} count above {MAX_COUNT_PER_BATCH} in one batch"
+        )));
+    }
+    for (reason, n) in counts {
+        if n > 0 {
+            metrics::counter!(m::BROWSER_INTERCEPTS, "reason" => reason).increment(u64::from(n));
+        }
+    }
+    state.guard_totals.add(GuardCounts {
+        swallowed_taps: batch.swallowed_taps,
+        restore_lookups: batch.restore_lookups,
+        hidden_blocks: batch.hidden_blocks,
+    });
+    Ok(StatusCode::NO_CONTENT)
+}

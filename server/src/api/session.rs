@@ -1,0 +1,31 @@
+//! `POST /api/session`: starts (or confirms) an anonymous buyer session.
+
+use crate::session::{buyer_of, mint};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::header::SET_COOKIE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// 201 with a new signed buyer cookie, or 200 when the request already
+/// carries a valid one. Body: `{"buyer_id"}`.
+pub async fn start(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(buyer) = buyer_of(&headers, &state.cookie_key) {
+        return (
+            StatusCode::OK,
+            Json(serde_json::json!({ "buyer_id": buyer })),
+        )
+            .into_response();
+    }
+    let (buyer, cookie) = mint(&state.cookie_key, state.config.cookie_secure);
+    let mut response = (
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "buyer_id": buyer })),
+    )
+        .into_response();
+    if let Some(cookie) = cookie {
+        response.headers_mut().append(SET_COOKIE, cookie);
+    }
+    response
+}

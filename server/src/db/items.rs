@@ -1,0 +1,216 @@
+//! Inventory reads, and the admin writes that create and restock items.
+//!
+//! Every write bumps `version`, so a versioned order update that read the row
+//! before a restock retries instead of overwriting it.
+
+use super::{Database, Dialect, now_ms};
+use app::domain::ItemId;
+use app::model::Item;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+const COLUMNS: &str =
+    "id, title, item_condition, seller, price_cents, stock, version, max_per_buyer";
+
+/// A validated new listing (see `api::admin`).
+#[derive(Debug, Clone)]
+pub struct NewItem {
+    pub title: String,
+    pub condition: String,
+    pub seller: String,
+    pub price_cents: i64,
+    pub stock: i64,
+    pub max_per_buyer: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restocked {
+    Done(Item),
+    UnknownItem,
+    /// A negative delta larger than the stock left.
+    WouldGoNegative {
+        stock: i64,
+    },
+}
+
+fn item_from_row(row: &AnyRow) -> Result<Item, sqlx::Error> {
+    let id: i64 = row.try_get("id")?;
+    Ok(Item {
+        id: ItemId::new(id).map_err(|e| sqlx::Error::Decode(e.message().into()))?,
+        title: row.try_get("title")?,
+        condition: row.try_get("item_condition")?,
+        seller: row.try_get("seller")?,
+        price_cents: row.try_get("price_cents")?,
+        stock: row.try_get("stock")?,
+        version: row.try_get("version")?,
+        max_per_buyer: row.try_get("max_per_buyer")?,
+    })
+}
+
+/// # Errors
+/// Database failures.
+pub async fn list(db: &Database) -> Result<Vec<Item>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM inventory ORDER BY id");
+    let rows = sqlx::query(&sql).fetch_all(db.pool()).await?;
+    rows.iter().map(item_from_row).collect()
+}
+
+/// # Errors
+/// Database failures.
+pub async fn get(db: &Database, id: ItemId) -> Result<Option<Item>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM inventory WHERE id = ?");
+    let row = sqlx::query(&db.sql(&sql))
+        .bind(id.get())
+        .fetch_optional(db.pool())
+        .await?;
+    row.as_ref().map(item_from_row).transpose()
+}
+
+/// # Errors
+/// Database failures, including check-constraint violations.
+pub async fn create(db: &Database, item: &NewItem) -> Result<Item, sqlx::Error> {
+    let now = now_ms();
+    let insert = "INSERT INTO inventory \
+        (title, item_condition, seller, price_cents, stock, version, max_per_buyer, created_at, updated_at) \
+        VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)";
+    let sql = match db.dialect() {
+        Dialect::MySql => insert.to_owned(),
+        Dialect::Sqlite | Dialect::Postgres => {
+            db.sql(&format!("{insert} RETURNING id")).into_owned()
+        }
+    };
+    let query = sqlx::query(&sql)
+        .bind(item.title.clone())
+        .bind(item.condition.clone())
+        .bind(item.seller.clone())
+        .bind(item.price_cents)
+        .bind(item.stock)
+        .bind(item.max_per_buyer)
+        .bind(now)
+        .bind(now);
+    let id: i64 = match db.dialect() {
+        Dialect::MySql => query
+            .execute(db.pool())
+            .await?
+            .last_insert_id()
+            .ok_or_else(|| sqlx::Error::Protocol("no insert id returned".into()))?,
+        Dialect::Sqlite | Dialect::Postgres => query.fetch_one(db.pool()).await?.try_get("id")?,
+    };
+    let id = ItemId::new(id).map_err(|e| sqlx::Error::Decode(e.message().into()))?;
+    get(db, id).await?.ok_or_else(|| sqlx::Error::RowNotFound)
+}
+
+/// Adds `delta` (which may be negative) to the stock in one transaction and
+/// returns the row as it is after the write, with its new `version`.
+///
+/// # Errors
+/// Database failures.
+pub async fn restock(db: &Database, id: ItemId, delta: i64) -> Result<Restocked, sqlx::Error> {
+    let mut tx = db.pool().begin().await?;
+    let update = "UPDATE inventory SET stock = stock + ?, version = version + 1, updated_at = ? \
+        WHERE id = ? AND stock + ? >= 0";
+    let changed = sqlx::query(&db.sql(update))
+        .bind(delta)
+        .bind(now_ms())
+        .bind(id.get())
+        .bind(delta)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    let sql = format!("SELECT {COLUMNS} FROM inventory WHERE id = ?");
+    let row = sqlx::query(&db.sql(&sql))
+        .bind(id.get())
+        .fetch_optional(&mut *tx)
+        .await?;
+    let item = row.as_ref().map(item_from_row).transpose()?;
+    tx.commit().await?;
+    Ok(match (changed, item) {
+        (_, None) => Restocked::UnknownItem,
+        (0, Some(item)) => Restocked::WouldGoNegative { stock: item.stock },
+        (_, Some(item)) => Restocked::Done(item),
+    })
+}
+
+/// # Errors
+/// Database failures.
+pub async fn count(db: &Database) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM inventory")
+        .fetch_one(db.pool())
+        .await
+}
+
+/// Seeds a few second-hand items into an empty inventory, so a first run
+/// shows a working shop. Returns how many were added.
+///
+/// # Errors
+/// Database failures.
+pub async fn seed_demo(db: &Database) -> Result<usize, sqlx::Error> {
+    if count(db).await? > 0 {
+        return Ok(0);
+    }
+    let demo = [
+        (
+            "Leica M6 film camera, 1986",
+            "Good, light brassing",
+            "Ann's Attic",
+            128_000,
+            1,
+            None,
+        ),
+        (
+            "Brompton folding bike, 6-speed",
+            "Like new",
+            "CycleSwap",
+            89_900,
+            1,
+            None,
+        ),
+        (
+            "Nintendo Switch OLED (white)",
+            "Very good, boxed",
+            "GameLoop",
+            159_900,
+            3,
+            Some(1),
+        ),
+        (
+            "Vintage Levi's 501 jeans, W32 L32",
+            "Worn, no holes",
+            "Denim Den",
+            12_800,
+            5,
+            Some(2),
+        ),
+        (
+            "Kindle Paperwhite 11th gen",
+            "Good, minor scratches",
+            "ReadAgain",
+            39_900,
+            8,
+            None,
+        ),
+        (
+            "IKEA Poäng armchair",
+            "Fair, cover washed",
+            "Flat 3B",
+            9_900,
+            0,
+            None,
+        ),
+    ];
+    for (title, condition, seller, price_cents, stock, max_per_buyer) in demo {
+        create(
+            db,
+            &NewItem {
+                title: title.into(),
+                condition: condition.into(),
+                seller: seller.into(),
+                price_cents,
+                stock,
+                max_per_buyer,
+            },
+        )
+        .await?;
+    }
+    Ok(demo.len())
+}

@@ -1,0 +1,38 @@
+//! The oversell guard's server: configuration, state, the order pipeline,
+//! the JSON API, and metrics, around the Leptos app.
+//!
+//! # Layout
+//!
+//! A request crosses these modules in this order:
+//!
+//! - [`startup`]: `Application::build` wires everything and binds the
+//!   listener; [`config`] reads and validates the environment; [`telemetry`]
+//!   sets up logs.
+//! - [`api`]: one module per resource; extractors turn raw input into domain
+//!   types or a JSON 4xx. [`session`] resolves the signed buyer cookie.
+//! - [`state`]: the one context struct, which implements the app's
+//!   `Checkout` port for the server functions and the API alike.
+//! - [`orders`]: the pipeline, one module per stage:
+//!   [`orders::idempotency`] → [`orders::reserve`] → [`orders::ledger`] →
+//!   [`orders::settle`].
+//! - [`reservation`]: the reservation-store port, its Redis (Lua) and
+//!   in-process implementations, and the reaper; [`redis_conn`] connects to
+//!   a single Redis or a cluster.
+//! - [`db`]: the SQL database (SQLite, PostgreSQL, MySQL/MariaDB) and
+//!   inventory queries.
+//! - [`error`]: the HTTP error type; [`metrics`]: Prometheus names;
+//!   [`background`]: tasks that stop with their owner.
+
+pub mod api;
+pub mod background;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod metrics;
+pub mod orders;
+pub mod redis_conn;
+pub mod reservation;
+pub mod session;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

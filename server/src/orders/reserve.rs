@@ -1,0 +1,186 @@
+//! Stage 2: the reservation, strategy A only.
+//!
+//! Takes units from the item's counter as a hold with a deadline. A counter
+//! that is not loaded (first sale, FLUSHALL, restart) is loaded from the
+//! database, one loader per item at a time, and never guessed. Sold out and
+//! over-limit requests stop here and never reach the database.
+
+use crate::db::{Database, items};
+use crate::metrics as m;
+use crate::reservation::{CounterSeed, Hold, ReservationStore, Reserved, StoreError};
+use app::domain::ItemId;
+use app::model::{ErrorCode, OrderError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// What the ledger stage needs to know about the hold it runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldBy {
+    /// Taken by this request.
+    ThisRequest,
+    /// Taken by an earlier attempt of the same intent that never finished;
+    /// if that attempt's order did commit, the hold must be confirmed, not
+    /// given back.
+    EarlierAttempt,
+}
+
+#[derive(Debug)]
+pub enum ReserveFailure {
+    /// A definite answer for the buyer.
+    Refused(OrderError),
+    /// The store failed; the hold (if the script ran) has been released.
+    Store(StoreError),
+    /// Loading the counter needed the database, which failed.
+    Database(sqlx::Error),
+}
+
+/// How many times a request loads a missing counter before giving up (a
+/// counter flushed again between load and reserve, over and over).
+const LOAD_ROUNDS: usize = 3;
+
+pub struct ReserveStage {
+    store: Arc<dyn ReservationStore>,
+    db: Database,
+    /// One lock per item being loaded, so a burst on a cold item reads the
+    /// database once instead of once per request.
+    loading: Mutex<HashMap<ItemId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl ReserveStage {
+    pub fn new(store: Arc<dyn ReservationStore>, db: Database) -> Self {
+        Self {
+            store,
+            db,
+            loading: Mutex::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ReservationStore> {
+        &self.store
+    }
+
+    /// Takes the hold.
+    ///
+    /// # Errors
+    /// Sold out, over the limit, unknown item, or a failing store/database.
+    pub async fn reserve(&self, item: ItemId, hold: &Hold) -> Result<HeldBy, ReserveFailure> {
+        for _ in 0..LOAD_ROUNDS {
+            let answer = match self.store.reserve(item, hold).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    count("error");
+                    // The script may have run before the reply was lost.
+                    if let Err(release) = self.store.release(item, &hold.token).await {
+                        tracing::warn!(%item, error = %release, "release after a failed reserve failed; the reaper will return the hold");
+                    }
+                    return Err(ReserveFailure::Store(e));
+                }
+            };
+            match answer {
+                Reserved::Held { .. } => {
+                    count("ok");
+                    return Ok(HeldBy::ThisRequest);
+                }
+                Reserved::AlreadyHeld => {
+                    count("already_held");
+                    return Ok(HeldBy::EarlierAttempt);
+                }
+                Reserved::SoldOut { available } => {
+                    count("sold_out");
+                    return Err(ReserveFailure::Refused(sold_out(available)));
+                }
+                Reserved::LimitExceeded { already } => {
+                    count("limit");
+                    return Err(ReserveFailure::Refused(OrderError::new(
+                        ErrorCode::LimitExceeded,
+                        format!(
+                            "this item allows a limited quantity per buyer; you already have {already}"
+                        ),
+                    )));
+                }
+                Reserved::NotLoaded => {
+                    count("not_loaded");
+                    self.load_counter(item).await?;
+                }
+            }
+        }
+        Err(ReserveFailure::Store(StoreError::Protocol(
+            "the counter kept disappearing while loading".into(),
+        )))
+    }
+
+    /// Loads the item's counter from the database unless another request
+    /// already did.
+    async fn load_counter(&self, item: ItemId) -> Result<(), ReserveFailure> {
+        let lock = {
+            let mut loading = self
+                .loading
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            loading.entry(item).or_default().clone()
+        };
+        let guard = lock.lock().await;
+        let result = self.load_locked(item).await;
+        drop(guard);
+        let mut loading = self
+            .loading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if loading
+            .get(&item)
+            .is_some_and(|l| Arc::strong_count(l) <= 2)
+        {
+            loading.remove(&item);
+        }
+        result
+    }
+
+    async fn load_locked(&self, item: ItemId) -> Result<(), ReserveFailure> {
+        if self
+            .store
+            .counter(item)
+            .await
+            .map_err(ReserveFailure::Store)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let Some(row) = items::get(&self.db, item)
+            .await
+            .map_err(ReserveFailure::Database)?
+        else {
+            return Err(ReserveFailure::Refused(unknown_item()));
+        };
+        let counter = self
+            .store
+            .load(
+                item,
+                CounterSeed {
+                    stock: row.stock,
+                    version: row.version,
+                    max_per_buyer: row.max_per_buyer,
+                },
+            )
+            .await
+            .map_err(ReserveFailure::Store)?;
+        tracing::info!(%item, counter, db_stock = row.stock, "loaded reservation counter from the database");
+        Ok(())
+    }
+}
+
+fn count(result: &'static str) {
+    metrics::counter!(m::RESERVATIONS, "result" => result).increment(1);
+}
+
+pub fn sold_out(available: i64) -> OrderError {
+    let message = if available > 0 {
+        format!("only {available} left")
+    } else {
+        "sold out".to_owned()
+    };
+    OrderError::new(ErrorCode::SoldOut, message)
+}
+
+pub fn unknown_item() -> OrderError {
+    OrderError::new(ErrorCode::UnknownItem, "no such item")
+}

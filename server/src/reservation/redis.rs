@@ -1,0 +1,318 @@
+//! The Redis reservation store: the Lua scripts in `lua/`, compiled in and
+//! run by EVALSHA (the redis crate's `Script` falls back to loading the
+//! script on NOSCRIPT, e.g. after a Redis restart).
+//!
+//! Keys of item 42 under prefix `p`:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `p inv:{42}:stock` | string | units neither held nor sold |
+//! | `p inv:{42}:holds` | hash | token → `qty:buyer` |
+//! | `p inv:{42}:deadlines` | sorted set | token → deadline (ms) |
+//! | `p inv:{42}:buyers` | hash | buyer → units held or bought (limited items) |
+//! | `p inv:{42}:meta` | hash | `version` of the load, `max_per_buyer` |
+//! | `p inv:{42}:reaped` | hash | reaped token → `qty:buyer`, for a late confirm |
+//! | `p inv:holding` | set | ids of items that may have holds (the reaper's worklist) |
+//!
+//! The `{42}` hash tag puts every key of an item in one cluster slot, so each
+//! script touches one slot. The worklist is a separate single-key command.
+
+use super::{
+    Confirmed, CounterSeed, Hold, HoldToken, REAP_BATCH, REAPED_MEMORY_SECS, Reaped,
+    ReservationStore, Reserved, StoreError,
+};
+use crate::redis_conn::RedisConn;
+use app::domain::ItemId;
+use redis::{AsyncCommands, RedisError, Script};
+use std::sync::LazyLock;
+
+struct Scripts {
+    reserve: Script,
+    confirm: Script,
+    release: Script,
+    reap: Script,
+    load: Script,
+    restock: Script,
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    reserve: Script::new(include_str!("../../../lua/reserve.lua")),
+    confirm: Script::new(include_str!("../../../lua/confirm.lua")),
+    release: Script::new(include_str!("../../../lua/release.lua")),
+    reap: Script::new(include_str!("../../../lua/reap.lua")),
+    load: Script::new(include_str!("../../../lua/load.lua")),
+    restock: Script::new(include_str!("../../../lua/restock.lua")),
+});
+
+/// The keys of one item.
+struct ItemKeys {
+    stock: String,
+    holds: String,
+    deadlines: String,
+    buyers: String,
+    meta: String,
+    reaped: String,
+}
+
+pub struct RedisStore {
+    conn: RedisConn,
+    prefix: String,
+}
+
+impl RedisStore {
+    /// `prefix` goes before every key; it must not contain braces.
+    pub fn new(conn: RedisConn, prefix: impl Into<String>) -> Self {
+        Self {
+            conn,
+            prefix: prefix.into(),
+        }
+    }
+
+    fn keys(&self, item: ItemId) -> ItemKeys {
+        let base = format!("{}inv:{{{item}}}", self.prefix);
+        ItemKeys {
+            stock: format!("{base}:stock"),
+            holds: format!("{base}:holds"),
+            deadlines: format!("{base}:deadlines"),
+            buyers: format!("{base}:buyers"),
+            meta: format!("{base}:meta"),
+            reaped: format!("{base}:reaped"),
+        }
+    }
+
+    fn worklist_key(&self) -> String {
+        format!("{}inv:holding", self.prefix)
+    }
+
+    fn conn(&self) -> RedisConn {
+        self.conn.clone()
+    }
+}
+
+fn store_error(e: RedisError) -> StoreError {
+    if e.is_timeout() {
+        StoreError::Timeout
+    } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+        StoreError::Unreachable(e.to_string())
+    } else {
+        StoreError::Protocol(e.to_string())
+    }
+}
+
+#[async_trait::async_trait]
+impl ReservationStore for RedisStore {
+    fn kind(&self) -> &'static str {
+        if self.conn.is_cluster() {
+            "redis-cluster"
+        } else {
+            "redis"
+        }
+    }
+
+    /// Runs `lua/reserve.lua` (KEYS stock, holds, deadlines, buyers, meta;
+    /// ARGV token, buyer, qty, deadline), then adds the item to the reaper's
+    /// worklist when a hold was taken.
+    async fn reserve(&self, item: ItemId, hold: &Hold) -> Result<Reserved, StoreError> {
+        let k = self.keys(item);
+        let mut conn = self.conn();
+        let (status, value): (i64, i64) = SCRIPTS
+            .reserve
+            .key(&k.stock)
+            .key(&k.holds)
+            .key(&k.deadlines)
+            .key(&k.buyers)
+            .key(&k.meta)
+            .arg(hold.token.as_str())
+            .arg(hold.buyer.as_str())
+            .arg(hold.qty.get())
+            .arg(hold.deadline.as_ms())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(store_error)?;
+        let reserved = match status {
+            1 => Reserved::Held { remaining: value },
+            2 => Reserved::AlreadyHeld,
+            0 => Reserved::SoldOut { available: value },
+            -1 => Reserved::NotLoaded,
+            -2 => Reserved::LimitExceeded { already: value },
+            other => {
+                return Err(StoreError::Protocol(format!(
+                    "reserve returned status {other}"
+                )));
+            }
+        };
+        if matches!(reserved, Reserved::Held { .. }) {
+            let listed: Result<i64, _> = conn.sadd(self.worklist_key(), item.get()).await;
+            if let Err(e) = listed {
+                // An unlisted hold would never be reaped: give it back.
+                let _ = self.release(item, &hold.token).await;
+                return Err(store_error(e));
+            }
+        }
+        Ok(reserved)
+    }
+
+    /// Runs `lua/load.lua` (KEYS stock, holds, meta; ARGV stock, version,
+    /// max_per_buyer).
+    async fn load(&self, item: ItemId, seed: CounterSeed) -> Result<i64, StoreError> {
+        let k = self.keys(item);
+        let (_loaded, counter): (i64, i64) = SCRIPTS
+            .load
+            .key(&k.stock)
+            .key(&k.holds)
+            .key(&k.meta)
+            .arg(seed.stock)
+            .arg(seed.version)
+            .arg(seed.max_per_buyer.unwrap_or(0))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(counter)
+    }
+
+    /// Runs `lua/confirm.lua` (KEYS stock, holds, deadlines, buyers, meta,
+    /// reaped; ARGV token).
+    async fn confirm(&self, item: ItemId, token: &HoldToken) -> Result<Confirmed, StoreError> {
+        let k = self.keys(item);
+        let status: i64 = SCRIPTS
+            .confirm
+            .key(&k.stock)
+            .key(&k.holds)
+            .key(&k.deadlines)
+            .key(&k.buyers)
+            .key(&k.meta)
+            .key(&k.reaped)
+            .arg(token.as_str())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        match status {
+            1 => Ok(Confirmed::HoldEnded),
+            2 => Ok(Confirmed::TakenAfterReap),
+            0 => Ok(Confirmed::NoHold),
+            other => Err(StoreError::Protocol(format!("confirm returned {other}"))),
+        }
+    }
+
+    /// Runs `lua/release.lua` (KEYS stock, holds, deadlines, buyers, reaped;
+    /// ARGV token).
+    async fn release(&self, item: ItemId, token: &HoldToken) -> Result<bool, StoreError> {
+        let k = self.keys(item);
+        let given_back: i64 = SCRIPTS
+            .release
+            .key(&k.stock)
+            .key(&k.holds)
+            .key(&k.deadlines)
+            .key(&k.buyers)
+            .key(&k.reaped)
+            .arg(token.as_str())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(given_back == 1)
+    }
+
+    /// Runs `lua/reap.lua` (KEYS stock, holds, deadlines, buyers, reaped;
+    /// ARGV now, batch, memory) until a batch comes back short, then drops the
+    /// item from the worklist if it has no hold left. A hold added between
+    /// the check and the removal is caught by checking again afterwards.
+    async fn reap(&self, item: ItemId, now_ms: i64) -> Result<Reaped, StoreError> {
+        let k = self.keys(item);
+        let mut conn = self.conn();
+        let mut total = Reaped::default();
+        loop {
+            let (given_back, holds_left): (u64, u64) = SCRIPTS
+                .reap
+                .key(&k.stock)
+                .key(&k.holds)
+                .key(&k.deadlines)
+                .key(&k.buyers)
+                .key(&k.reaped)
+                .arg(now_ms)
+                .arg(REAP_BATCH)
+                .arg(REAPED_MEMORY_SECS)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(store_error)?;
+            total.given_back += given_back;
+            total.holds_left = holds_left;
+            if given_back < u64::from(REAP_BATCH) {
+                break;
+            }
+        }
+        if total.holds_left == 0 {
+            let worklist = self.worklist_key();
+            let _: i64 = conn
+                .srem(&worklist, item.get())
+                .await
+                .map_err(store_error)?;
+            let holds: u64 = conn.hlen(&k.holds).await.map_err(store_error)?;
+            if holds > 0 {
+                let _: i64 = conn
+                    .sadd(&worklist, item.get())
+                    .await
+                    .map_err(store_error)?;
+                total.holds_left = holds;
+            }
+        }
+        Ok(total)
+    }
+
+    async fn items_with_holds(&self) -> Result<Vec<ItemId>, StoreError> {
+        let ids: Vec<i64> = self
+            .conn()
+            .smembers(self.worklist_key())
+            .await
+            .map_err(store_error)?;
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| ItemId::new(id).ok())
+            .collect())
+    }
+
+    /// Runs `lua/restock.lua` (KEYS stock, meta; ARGV delta, version).
+    async fn restock(
+        &self,
+        item: ItemId,
+        delta: i64,
+        version_after: i64,
+    ) -> Result<bool, StoreError> {
+        let k = self.keys(item);
+        let (applied, _counter): (i64, i64) = SCRIPTS
+            .restock
+            .key(&k.stock)
+            .key(&k.meta)
+            .arg(delta)
+            .arg(version_after)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(applied == 1)
+    }
+
+    async fn counter(&self, item: ItemId) -> Result<Option<i64>, StoreError> {
+        self.conn()
+            .get(self.keys(item).stock)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn live_holds(&self, item: ItemId) -> Result<u64, StoreError> {
+        self.conn()
+            .hlen(self.keys(item).holds)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let pong: String = redis::cmd("PING")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError::Protocol(format!("PING answered {pong}")))
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Assembling the application: connect, migrate, seed, wire the pipeline,
+//! bind the listener, serve until told to stop.
+//!
+//! [`Application::build`] binds its own listener, so tests pass port 0 and
+//! read [`Application::port`]; `main` passes the configured address.
+
+use crate::api;
+use crate::background::BackgroundTask;
+use crate::config::{Config, Strategy};
+use crate::db::{Database, items};
+use crate::orders::OrderPipeline;
+use crate::orders::idempotency::{IdempotencyStore, redis::RedisRecords, sql::SqlRecords};
+use crate::orders::ledger::{Backoff, Ledger};
+use crate::orders::reserve::ReserveStage;
+use crate::redis_conn::RedisConn;
+use crate::reservation::{ReservationStore, memory::InProcessStore, reaper, redis::RedisStore};
+use crate::session::{cookie_key, ensure_buyer};
+use crate::state::{AppContext, AppState, GuardTotals};
+use anyhow::Context;
+use app::checkout::SharedCheckout;
+use axum::Router;
+use axum::http::{HeaderName, Request};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use leptos::config::LeptosOptions;
+use leptos::prelude::provide_context;
+use leptos_axum::{LeptosRoutes, generate_route_list};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+/// How often expired idempotency records are purged from the database.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    background: Vec<BackgroundTask>,
+}
+
+impl Application {
+    /// Connects to everything, runs migrations, seeds an empty database (if
+    /// configured), and binds `config.site_addr`.
+    ///
+    /// # Errors
+    /// Any dependency that cannot be reached or set up, with context.
+    pub async fn build(config: Config, leptos: LeptosOptions) -> anyhow::Result<Self> {
+        let metrics = crate::metrics::install()?;
+        let db = Database::connect(&config.database_url, config.database_max_connections)
+            .await
+            .with_context(|| format!("database {}", config.database_url_redacted()))?;
+        if config.seed_demo_items {
+            let seeded = items::seed_demo(&db).await.context("seeding demo items")?;
+            if seeded > 0 {
+                tracing::info!(seeded, "seeded demo items into an empty inventory");
+            }
+        }
+
+        let redis = RedisConn::connect(&config.redis).await?;
+        let reservation: Option<Arc<dyn ReservationStore>> = match (config.strategy, &redis) {
+            (Strategy::DbOnly, _) => None,
+            (Strategy::RedisThenDb, Some(conn)) => Some(Arc::new(RedisStore::new(
+                conn.clone(),
+                config.redis_key_prefix.clone(),
+            ))),
+            (Strategy::RedisThenDb, None) => Some(Arc::new(InProcessStore::new())),
+        };
+        let mut background = Vec::new();
+        let idempotency: Arc<dyn IdempotencyStore> = match (config.strategy, &redis) {
+            (Strategy::RedisThenDb, Some(conn)) => Arc::new(RedisRecords::new(
+                conn.clone(),
+                config.redis_key_prefix.clone(),
+                config.idempotency_ttl,
+            )),
+            _ => {
+                let records = Arc::new(SqlRecords::new(db.clone(), config.idempotency_ttl));
+                background.push(spawn_purge(records.clone()));
+                records
+            }
+        };
+        let ledger = Ledger::new(
+            db.clone(),
+            Backoff {
+                max_attempts: config.ledger_max_attempts,
+                base: config.ledger_backoff_base,
+                cap: config.ledger_backoff_cap,
+            },
+        );
+        let reserve_stage = reservation
+            .clone()
+            .map(|store| ReserveStage::new(store, db.clone()));
+        let pipeline = OrderPipeline::new(
+            config.strategy,
+            idempotency,
+            reserve_stage,
+            ledger,
+            config.hold_ttl,
+        );
+
+        if let Some(store) = &reservation {
+            background.push(reaper::spawn(store.clone(), config.reaper_interval));
+        }
+
+        let admin_token = match &config.admin_token {
+            Some(token) => token.clone(),
+            None => {
+                let token = uuid::Uuid::new_v4().simple().to_string();
+                tracing::warn!(admin_token = %token, "ADMIN_TOKEN is not set; generated one for this run");
+                token
+            }
+        };
+        if config.cookie_secret.is_none() {
+            tracing::warn!(
+                "COOKIE_SECRET is not set; buyer sessions last until this process stops"
+            );
+        }
+
+        let listener = TcpListener::bind(config.site_addr)
+            .await
+            .with_context(|| format!("binding {}", config.site_addr))?;
+        tracing::info!(
+            strategy = config.strategy.label(),
+            database = db.dialect().name(),
+            reservation = reservation.as_ref().map_or("none", |s| s.kind()),
+            "order pipeline ready"
+        );
+
+        let state = AppState(Arc::new(AppContext {
+            cookie_key: cookie_key(config.cookie_secret.as_deref()),
+            config,
+            leptos,
+            db,
+            reservation,
+            pipeline,
+            admin_token,
+            metrics,
+            guard_totals: GuardTotals::default(),
+        }));
+        let router = router(state.clone());
+        Ok(Self {
+            listener,
+            router,
+            state,
+            background,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    ///
+    /// # Errors
+    /// The listener failed.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            router,
+            state,
+            background,
+        } = self;
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
+        drop(background);
+        state.db.close().await;
+        Ok(())
+    }
+}
+
+fn spawn_purge(records: Arc<SqlRecords>) -> BackgroundTask {
+    BackgroundTask::spawn(async move {
+        let mut ticker = tokio::time::interval(PURGE_INTERVAL);
+        loop {
+            ticker.tick().await;
+            match records.purge_expired(crate::db::now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "purged expired idempotency records"),
+                Err(e) => tracing::warn!(error = %e, "purging idempotency records failed"),
+            }
+        }
+    })
+}
+
+fn router(state: AppState) -> Router {
+    let leptos_options = state.leptos.clone();
+    let routes = generate_route_list(app::App);
+    let checkout: SharedCheckout = state.0.clone();
+    let context = move || provide_context::<SharedCheckout>(checkout.clone());
+    let shell_options = leptos_options.clone();
+
+    // Pages, server functions and the no-JS form need a buyer: mint one on
+    // the first visit.
+    let pages = Router::new()
+        .leptos_routes_with_context(&state, routes, context, move || {
+            app::shell(shell_options.clone())
+        })
+        .route("/items/{id}/buy", post(api::forms::buy))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ensure_buyer,
+        ));
+
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .nest("/api", api::router())
+        .route("/healthz", get(api::health::healthz))
+        .route("/readyz", get(api::health::readyz))
+        .route("/metrics", get(api::health::metrics))
+        .route("/lang/{tag}", get(api::forms::switch_language))
+        .merge(pages)
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .layer(CatchPanicLayer::custom(|_panic| {
+            crate::error::ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            tracing::info_span!("http", method = %request.method(), uri = %request.uri(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Completes on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,112 @@
+//! The one context every handler and server function shares.
+//!
+//! [`AppContext`] holds the configuration, the database, the reservation
+//! store, the order pipeline and the cookie key. It implements the app's
+//! [`Checkout`] port, so the Leptos server functions and the JSON API reach
+//! the pipeline through the same object.
+
+use crate::config::Config;
+use crate::db::{Database, items};
+use crate::orders::OrderPipeline;
+use crate::reservation::ReservationStore;
+use app::checkout::{Checkout, GuardCounts, Placement};
+use app::domain::{BuyerId, IdempotencyKey, ItemId};
+use app::model::{ErrorCode, Item, KeyOutcome, OrderError, OrderRequest};
+use axum::extract::FromRef;
+use axum_extra::extract::cookie::Key;
+use leptos::config::LeptosOptions;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub struct AppContext {
+    pub config: Config,
+    pub leptos: LeptosOptions,
+    pub db: Database,
+    /// `None` under strategy B (database only).
+    pub reservation: Option<Arc<dyn ReservationStore>>,
+    pub pipeline: OrderPipeline,
+    pub cookie_key: Key,
+    pub admin_token: String,
+    pub metrics: PrometheusHandle,
+    pub guard_totals: GuardTotals,
+}
+
+/// Browser-layer intercepts reported since start.
+#[derive(Debug, Default)]
+pub struct GuardTotals {
+    pub swallowed_taps: AtomicU64,
+    pub restore_lookups: AtomicU64,
+    pub hidden_blocks: AtomicU64,
+}
+
+impl GuardTotals {
+    pub fn add(&self, counts: GuardCounts) {
+        self.swallowed_taps
+            .fetch_add(u64::from(counts.swallowed_taps), Ordering::Relaxed);
+        self.restore_lookups
+            .fetch_add(u64::from(counts.restore_lookups), Ordering::Relaxed);
+        self.hidden_blocks
+            .fetch_add(u64::from(counts.hidden_blocks), Ordering::Relaxed);
+    }
+}
+
+/// The axum state: a cheap handle on the context.
+#[derive(Clone)]
+pub struct AppState(pub Arc<AppContext>);
+
+impl Deref for AppState {
+    type Target = AppContext;
+    fn deref(&self) -> &AppContext {
+        &self.0
+    }
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos.clone()
+    }
+}
+
+impl FromRef<AppState> for Key {
+    fn from_ref(state: &AppState) -> Self {
+        state.cookie_key.clone()
+    }
+}
+
+fn database_unavailable(e: sqlx::Error) -> OrderError {
+    tracing::error!(error = %e, "database read failed");
+    OrderError::new(ErrorCode::Unavailable, "the shop is busy; try again")
+}
+
+#[async_trait::async_trait]
+impl Checkout for AppContext {
+    async fn list_items(&self) -> Result<Vec<Item>, OrderError> {
+        items::list(&self.db).await.map_err(database_unavailable)
+    }
+
+    async fn item(&self, id: ItemId) -> Result<Item, OrderError> {
+        items::get(&self.db, id)
+            .await
+            .map_err(database_unavailable)?
+            .ok_or_else(crate::orders::reserve::unknown_item)
+    }
+
+    async fn place_order(
+        &self,
+        buyer: &BuyerId,
+        key: &IdempotencyKey,
+        request: OrderRequest,
+    ) -> Placement {
+        self.pipeline.place(buyer, key, request).await
+    }
+
+    async fn outcome_by_key(
+        &self,
+        buyer: &BuyerId,
+        key: &IdempotencyKey,
+    ) -> Result<KeyOutcome, OrderError> {
+        self.pipeline.outcome_by_key(buyer, key).await
+    }
+}
