@@ -36,7 +36,7 @@ CREATE TABLE idempotency_records (
     request_hash    VARCHAR(64)  NOT NULL,
     state           VARCHAR(16)  NOT NULL,
     response_status BIGINT       NULL,
-    response_body   TEXT         NULL,
+    response_body   VARCHAR(4000) NULL,
     lease_until     BIGINT       NOT NULL,
     expires_at      BIGINT       NOT NULL,
     PRIMARY KEY (buyer, idempotency_key),

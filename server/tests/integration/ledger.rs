@@ -1,0 +1,115 @@
+//! The versioned update on SQLite, PostgreSQL and MariaDB: concurrency
+//! without overselling, and the unique index that makes a duplicate order
+//! impossible.
+
+use crate::harness::{ALL_BACKENDS, Backend, Setup, spawn_app};
+use app::domain::{BuyerId, IdempotencyKey, Quantity};
+use app::model::OrderRequest;
+use futures_util::future::join_all;
+use server::orders::ledger::{Backoff, Ledger, Written};
+use std::time::Duration;
+
+async fn two_hundred_buyers_race_for_fifty_units(backend: Backend) {
+    let app = spawn_app(Setup::db_only(backend)).await;
+    let item = app.create_item(50, None).await;
+    let mut buyers = Vec::new();
+    for _ in 0..200 {
+        buyers.push(app.buyer().await);
+    }
+    let answers = join_all(buyers.iter().enumerate().map(|(i, buyer)| {
+        let key = format!("race-{i}");
+        async move { buyer.order_until_definite(item.id, 1, &key).await }
+    }))
+    .await;
+
+    let created = answers.iter().filter(|a| a.status == 201).count();
+    let sold_out = answers.iter().filter(|a| a.code() == "sold_out").count();
+    assert_eq!(created, 50, "{backend:?}: exactly the stock is sold");
+    assert_eq!(sold_out, 150, "{backend:?}: everyone else hears sold out");
+    let after = app.item(item.id).await;
+    assert_eq!(after.stock, 0, "{backend:?}");
+    assert_eq!(after.version, item.version + 50, "{backend:?}: one version bump per sale");
+    assert_eq!(app.orders_in_db(&item).await, (50, 50), "{backend:?}");
+    assert_eq!(app.duplicate_orders().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_concurrent_orders_sell_exactly_fifty_on_sqlite() {
+    two_hundred_buyers_race_for_fifty_units(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_concurrent_orders_sell_exactly_fifty_on_postgres() {
+    two_hundred_buyers_race_for_fifty_units(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_concurrent_orders_sell_exactly_fifty_on_mariadb() {
+    two_hundred_buyers_race_for_fifty_units(Backend::MySql).await;
+}
+
+/// Racing the ledger itself (no idempotency record in front): the unique
+/// index on (buyer, idempotency_key) lets one insert win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_buyer_and_key_never_produce_two_orders_even_when_racing() {
+    for backend in ALL_BACKENDS {
+        let app = spawn_app(Setup::db_only(backend)).await;
+        let item = app.create_item(100, None).await;
+        let ledger = Ledger::new(
+            app.state.db.clone(),
+            Backoff {
+                max_attempts: 50,
+                base: Duration::from_millis(1),
+                cap: Duration::from_millis(20),
+            },
+        );
+        let buyer = BuyerId::parse("00000000-0000-4000-8000-000000000001").expect("buyer");
+        let key = IdempotencyKey::parse("same-intent").expect("key");
+        let request = OrderRequest {
+            item_id: item.id,
+            qty: Quantity::new(2).expect("qty"),
+        };
+        let results = join_all((0..20).map(|_| ledger.write(&buyer, &key, request))).await;
+        let mut created = Vec::new();
+        let mut already = Vec::new();
+        for result in results {
+            match result.unwrap_or_else(|e| panic!("{backend:?}: {e}")) {
+                Written::Created(receipt) => created.push(receipt),
+                Written::AlreadyOrdered(receipt) => already.push(receipt),
+            }
+        }
+        assert_eq!(created.len(), 1, "{backend:?}: one insert wins");
+        assert_eq!(already.len(), 19, "{backend:?}");
+        assert!(already.iter().all(|r| r.order_id == created[0].order_id), "{backend:?}: all see the winner");
+        assert_eq!(app.orders_in_db(&item).await, (1, 2), "{backend:?}");
+        assert_eq!(app.item(item.id).await.stock, 98, "{backend:?}: stock taken once");
+    }
+}
+
+/// The same through the API: concurrent requests with one key give one
+/// order; every 201 carries that order, the rest are told it is running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_with_one_key_give_one_order_through_the_api() {
+    for backend in ALL_BACKENDS {
+        let app = spawn_app(Setup::db_only(backend)).await;
+        let item = app.create_item(10, None).await;
+        let buyer = app.buyer().await;
+        let answers = join_all((0..20).map(|_| buyer.order(item.id, 1, "double-tap"))).await;
+        let orders: Vec<&str> = answers
+            .iter()
+            .filter(|a| a.status == 201)
+            .map(|a| a.body["order_id"].as_str().unwrap_or_default())
+            .collect();
+        assert!(!orders.is_empty(), "{backend:?}: one of them ran");
+        assert!(orders.iter().all(|id| *id == orders[0]), "{backend:?}: one order id");
+        for a in answers.iter().filter(|a| a.status != 201) {
+            assert_eq!(a.status, 409, "{backend:?}: {a:?}");
+            assert_eq!(a.code(), "request_in_progress");
+            assert_eq!(a.retry_after.as_deref(), Some("1"));
+        }
+        assert_eq!(app.orders_in_db(&item).await, (1, 1), "{backend:?}");
+        let replay = buyer.order(item.id, 1, "double-tap").await;
+        assert!(replay.replayed && replay.status == 201, "{backend:?}: {replay:?}");
+        assert_eq!(replay.body["order_id"].as_str(), Some(orders[0]));
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests against real servers: PostgreSQL, MariaDB, Redis and
+//! SQLite files. Each test gets its own database and Redis key prefix (see
+//! [`harness`]); set `TEST_LOG=1` to see the server's logs.
+
+mod api_input;
+mod harness;
+mod ledger;
