@@ -103,6 +103,41 @@ pub struct Restock {
     delta: i64,
 }
 
+/// `GET /api/admin/items/{id}/stats`: the item, its orders as the database
+/// counts them, and the reservation counter and live holds where a store is
+/// in use. What load tests and browser tests check their invariants against.
+pub async fn stats(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = item_id(&id)?;
+    let item = items::get(&state.db, id)
+        .await
+        .map_err(ApiError::unavailable)?
+        .ok_or_else(crate::orders::reserve::unknown_item)?;
+    let orders = items::order_stats(&state.db, id)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let (counter, live_holds) = match &state.reservation {
+        Some(store) => (
+            store.counter(id).await.map_err(ApiError::unavailable)?,
+            Some(store.live_holds(id).await.map_err(ApiError::unavailable)?),
+        ),
+        None => (None, None),
+    };
+    Ok(Json(serde_json::json!({
+        "item_id": id,
+        "stock": item.stock,
+        "version": item.version,
+        "orders": orders.orders,
+        "units_ordered": orders.units_ordered,
+        "duplicate_keys": orders.duplicate_keys,
+        "counter": counter,
+        "live_holds": live_holds,
+    })))
+}
+
 /// `POST /api/admin/items/{id}/restock` with `{"delta"}` (negative removes
 /// units): 200 with the item as it is afterwards.
 pub async fn restock(

@@ -8,7 +8,7 @@
 //! | `GET /api/items`, `GET /api/items/{id}` | [`items`] |
 //! | `POST /api/orders`, `GET /api/orders/by-key/{key}` | [`orders`] |
 //! | `POST /api/guard-events` | [`guard_events`] |
-//! | `POST /api/admin/items`, `POST /api/admin/items/{id}/restock` | [`admin`] |
+//! | `POST /api/admin/items`, `POST /api/admin/items/{id}/restock`, `GET /api/admin/items/{id}/stats` | [`admin`] |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | [`health`] |
 //! | `POST /items/{id}/buy`, `GET /lang/{tag}` | [`forms`] (HTML forms, no JavaScript needed) |
 
@@ -47,6 +47,7 @@ pub fn router() -> Router<AppState> {
         .route("/guard-events", post(guard_events::record))
         .route("/admin/items", post(admin::create_item))
         .route("/admin/items/{id}/restock", post(admin::restock))
+        .route("/admin/items/{id}/stats", get(admin::stats))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -214,3 +214,41 @@ pub async fn seed_demo(db: &Database) -> Result<usize, sqlx::Error> {
     }
     Ok(demo.len())
 }
+
+/// What the database holds for one item's orders, for invariant checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct OrderStats {
+    pub orders: i64,
+    pub units_ordered: i64,
+    /// (buyer, idempotency key) pairs with more than one order: always 0
+    /// while the unique index stands.
+    pub duplicate_keys: i64,
+}
+
+/// # Errors
+/// Database failures.
+pub async fn order_stats(db: &Database, id: ItemId) -> Result<OrderStats, sqlx::Error> {
+    let bigint = db.dialect().bigint();
+    let totals = format!(
+        "SELECT CAST(COUNT(*) AS {bigint}) AS orders, CAST(COALESCE(SUM(qty), 0) AS {bigint}) AS units \
+         FROM orders WHERE item_id = ?"
+    );
+    let row = sqlx::query(&db.sql(&totals))
+        .bind(id.get())
+        .fetch_one(db.pool())
+        .await?;
+    let duplicates = format!(
+        "SELECT CAST(COUNT(*) AS {bigint}) AS n FROM (SELECT buyer, idempotency_key FROM orders \
+         WHERE item_id = ? GROUP BY buyer, idempotency_key HAVING COUNT(*) > 1) dups"
+    );
+    let duplicate_keys: i64 = sqlx::query(&db.sql(&duplicates))
+        .bind(id.get())
+        .fetch_one(db.pool())
+        .await?
+        .try_get("n")?;
+    Ok(OrderStats {
+        orders: row.try_get("orders")?,
+        units_ordered: row.try_get("units")?,
+        duplicate_keys,
+    })
+}

@@ -38,7 +38,10 @@ pub fn redis_url() -> String {
 }
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// A database that exists for one test.
@@ -67,7 +70,10 @@ impl TestDb {
             }
             Backend::Postgres | Backend::MySql => {
                 let admin_url = match backend {
-                    Backend::Postgres => env_or("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test"),
+                    Backend::Postgres => env_or(
+                        "TEST_POSTGRES_URL",
+                        "postgres://postgres@127.0.0.1:5432/test",
+                    ),
                     _ => env_or("TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
                 };
                 let name = unique("og_");
@@ -77,7 +83,10 @@ impl TestDb {
                 conn.execute(format!("CREATE DATABASE {name}").as_str())
                     .await
                     .expect("create test database");
-                let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin_url);
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map(|(base, _)| base)
+                    .unwrap_or(&admin_url);
                 Self {
                     url: format!("{base}/{name}"),
                     backend,
@@ -98,7 +107,10 @@ impl Drop for TestDb {
         let (admin_url, name, backend) = (self.admin_url.clone(), self.name.clone(), self.backend);
         // Drop runs inside the test's runtime: use a thread with its own.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async {
                 let mut conn = sqlx::AnyConnection::connect(&admin_url).await.ok()?;
                 let sql = match backend {
@@ -144,7 +156,10 @@ impl Drop for TestRedis {
         let _ = std::thread::spawn(move || -> Option<()> {
             let client = redis::Client::open(url).ok()?;
             let mut conn = client.get_connection().ok()?;
-            let keys: Vec<String> = redis::Commands::scan_match(&mut conn, &pattern).ok()?.filter_map(Result::ok).collect();
+            let keys: Vec<String> = redis::Commands::scan_match(&mut conn, &pattern)
+                .ok()?
+                .filter_map(Result::ok)
+                .collect();
             if !keys.is_empty() {
                 redis::cmd("DEL").arg(keys).query::<i64>(&mut conn).ok()?;
             }
@@ -243,7 +258,9 @@ pub async fn spawn_app(setup: Setup) -> TestApp {
         .output_name("oversell-guard")
         .site_root("target/site")
         .build();
-    let app = Application::build(config, leptos).await.expect("application builds");
+    let app = Application::build(config, leptos)
+        .await
+        .expect("application builds");
     let base = format!("http://{}", app.local_addr());
     let state = app.state().clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -415,7 +432,12 @@ impl Buyer {
 
     /// Orders, retrying with the same key while the answer is retryable (as
     /// a well-behaved client does), until a definite answer.
-    pub async fn order_until_definite(&self, item: app::domain::ItemId, qty: i64, key: &str) -> Answer {
+    pub async fn order_until_definite(
+        &self,
+        item: app::domain::ItemId,
+        qty: i64,
+        key: &str,
+    ) -> Answer {
         for _ in 0..50 {
             let answer = self.order(item, qty, key).await;
             if answer.body["retryable"] != serde_json::json!(true) {

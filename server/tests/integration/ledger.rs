@@ -28,7 +28,11 @@ async fn two_hundred_buyers_race_for_fifty_units(backend: Backend) {
     assert_eq!(sold_out, 150, "{backend:?}: everyone else hears sold out");
     let after = app.item(item.id).await;
     assert_eq!(after.stock, 0, "{backend:?}");
-    assert_eq!(after.version, item.version + 50, "{backend:?}: one version bump per sale");
+    assert_eq!(
+        after.version,
+        item.version + 50,
+        "{backend:?}: one version bump per sale"
+    );
     assert_eq!(app.orders_in_db(&item).await, (50, 50), "{backend:?}");
     assert_eq!(app.duplicate_orders().await, 0);
 }
@@ -80,9 +84,16 @@ async fn the_same_buyer_and_key_never_produce_two_orders_even_when_racing() {
         }
         assert_eq!(created.len(), 1, "{backend:?}: one insert wins");
         assert_eq!(already.len(), 19, "{backend:?}");
-        assert!(already.iter().all(|r| r.order_id == created[0].order_id), "{backend:?}: all see the winner");
+        assert!(
+            already.iter().all(|r| r.order_id == created[0].order_id),
+            "{backend:?}: all see the winner"
+        );
         assert_eq!(app.orders_in_db(&item).await, (1, 2), "{backend:?}");
-        assert_eq!(app.item(item.id).await.stock, 98, "{backend:?}: stock taken once");
+        assert_eq!(
+            app.item(item.id).await.stock,
+            98,
+            "{backend:?}: stock taken once"
+        );
     }
 }
 
@@ -101,7 +112,10 @@ async fn concurrent_requests_with_one_key_give_one_order_through_the_api() {
             .map(|a| a.body["order_id"].as_str().unwrap_or_default())
             .collect();
         assert!(!orders.is_empty(), "{backend:?}: one of them ran");
-        assert!(orders.iter().all(|id| *id == orders[0]), "{backend:?}: one order id");
+        assert!(
+            orders.iter().all(|id| *id == orders[0]),
+            "{backend:?}: one order id"
+        );
         for a in answers.iter().filter(|a| a.status != 201) {
             assert_eq!(a.status, 409, "{backend:?}: {a:?}");
             assert_eq!(a.code(), "request_in_progress");
@@ -109,7 +123,10 @@ async fn concurrent_requests_with_one_key_give_one_order_through_the_api() {
         }
         assert_eq!(app.orders_in_db(&item).await, (1, 1), "{backend:?}");
         let replay = buyer.order(item.id, 1, "double-tap").await;
-        assert!(replay.replayed && replay.status == 201, "{backend:?}: {replay:?}");
+        assert!(
+            replay.replayed && replay.status == 201,
+            "{backend:?}: {replay:?}"
+        );
         assert_eq!(replay.body["order_id"].as_str(), Some(orders[0]));
     }
 }
