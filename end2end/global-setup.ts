@@ -21,7 +21,9 @@ export default async function globalSetup(): Promise<() => Promise<void>> {
     env: {
       ...process.env,
       LEPTOS_SITE_ADDR: '127.0.0.1:0',
-      LEPTOS_SITE_ROOT: process.env.LEPTOS_SITE_ROOT ?? join(targetDir, 'site'),
+      // cargo-leptos writes the site under the workspace's target/, even
+      // when CARGO_TARGET_DIR moves the compiled code elsewhere.
+      LEPTOS_SITE_ROOT: process.env.LEPTOS_SITE_ROOT ?? join(root, 'target', 'site'),
       DATABASE_URL: `sqlite://${dataDir}/e2e.sqlite3`,
       ADMIN_TOKEN,
       COOKIE_SECRET: 'e2e-cookie-secret-that-is-at-least-32-bytes',

@@ -35,6 +35,8 @@ export default defineConfig({
     trace: 'retain-on-failure',
     screenshot: 'only-on-failure',
   },
+  // Every test runs in both languages, as a 360x780 touch phone (the H5
+  // WebView case); Accept-Language follows the locale.
   projects: [
     {
       name: 'mobile-en',
@@ -43,6 +45,15 @@ export default defineConfig({
         browserName: 'chromium',
         viewport: { width: 360, height: 780 },
         locale: 'en-US',
+      },
+    },
+    {
+      name: 'mobile-zh',
+      use: {
+        ...devices['Pixel 5'],
+        browserName: 'chromium',
+        viewport: { width: 360, height: 780 },
+        locale: 'zh-CN',
       },
     },
   ],

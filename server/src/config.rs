@@ -61,6 +61,9 @@ pub struct Config {
     pub database_max_connections: u32,
     /// `REDIS_URL` or `REDIS_CLUSTER_NODES`; neither means in-process.
     pub redis: RedisTarget,
+    /// `REDIS_TIMEOUT_MS`: how long one Redis call may take before it
+    /// counts as failed (the order then answers 503 and its hold is released).
+    pub redis_timeout: Duration,
     /// `REDIS_KEY_PREFIX`: put before every key, so several deployments (or
     /// tests) can share one Redis. Braces are refused: they would move keys
     /// out of their item's hash slot.
@@ -101,6 +104,7 @@ impl Config {
             database_url: "sqlite://oversell-guard.sqlite3".into(),
             database_max_connections: 16,
             redis: RedisTarget::None,
+            redis_timeout: Duration::from_millis(500),
             redis_key_prefix: String::new(),
             admin_token: None,
             cookie_secret: None,
@@ -194,6 +198,9 @@ impl Config {
             }
             (None, None) => RedisTarget::None,
         };
+        if let Some(raw) = var("REDIS_TIMEOUT_MS") {
+            config.redis_timeout = parse_millis("REDIS_TIMEOUT_MS", &raw, 10, 60_000)?;
+        }
         if let Some(prefix) = var("REDIS_KEY_PREFIX") {
             if prefix.contains(['{', '}']) || prefix.chars().any(char::is_whitespace) {
                 anyhow::bail!(

@@ -17,7 +17,8 @@ pub const DB_UPDATE_ATTEMPTS: &str = "oversell_db_update_attempts_total";
 pub const DB_RETRIES: &str = "oversell_db_retries_total";
 /// Idempotency checks by `result`: `new`, `replay`, `in_progress`, `mismatch`.
 pub const IDEMPOTENCY: &str = "oversell_idempotency_total";
-/// Confirms by `result`: `hold_ended`, `taken_after_reap`, `no_hold`, `error`.
+/// Confirms by `result`: `hold_ended`, `taken_after_reap`, `no_hold`,
+/// `error` (then retried in the background), `retried`.
 pub const CONFIRMS: &str = "oversell_confirms_total";
 /// Releases by `result`: `given_back`, `nothing_held`, `error`.
 pub const RELEASES: &str = "oversell_releases_total";

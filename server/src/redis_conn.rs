@@ -12,8 +12,6 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use std::time::Duration;
 
-/// How long one Redis command may take before it counts as failed.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
@@ -23,18 +21,19 @@ pub enum RedisConn {
 }
 
 impl RedisConn {
-    /// Connects to the configured target. A single node is connected lazily,
-    /// so the server starts (and reports itself unready) while Redis is down.
+    /// Connects to the configured target; every command times out after
+    /// `timeout`. A single node is connected lazily, so the server starts
+    /// (and reports the store down) while Redis is down.
     ///
     /// # Errors
     /// A malformed URL, or (cluster) no seed node answering.
-    pub async fn connect(target: &RedisTarget) -> anyhow::Result<Option<Self>> {
+    pub async fn connect(target: &RedisTarget, timeout: Duration) -> anyhow::Result<Option<Self>> {
         match target {
             RedisTarget::None => Ok(None),
             RedisTarget::Single(url) => {
                 let client = redis::Client::open(url.as_str()).context("parsing REDIS_URL")?;
                 let config = ConnectionManagerConfig::new()
-                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                    .set_response_timeout(Some(timeout))
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_number_of_retries(2);
                 let manager = ConnectionManager::new_lazy_with_config(client, config)
@@ -43,7 +42,7 @@ impl RedisConn {
             }
             RedisTarget::Cluster(nodes) => {
                 let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
-                    .response_timeout(RESPONSE_TIMEOUT)
+                    .response_timeout(timeout)
                     .connection_timeout(CONNECT_TIMEOUT)
                     .retries(2)
                     .build()

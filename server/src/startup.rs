@@ -62,7 +62,7 @@ impl Application {
             }
         }
 
-        let redis = RedisConn::connect(&config.redis).await?;
+        let redis = RedisConn::connect(&config.redis, config.redis_timeout).await?;
         let reservation: Option<Arc<dyn ReservationStore>> = match (config.strategy, &redis) {
             (Strategy::DbOnly, _) => None,
             (Strategy::RedisThenDb, Some(conn)) => Some(Arc::new(RedisStore::new(

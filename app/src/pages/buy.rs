@@ -43,11 +43,13 @@ pub fn BuyPanel(
     item: Item,
     form_token: IdempotencyKey,
     prior: Option<(IdempotencyKey, KeyOutcome)>,
+    /// Units left as last read from the server; refreshed after each order.
+    stock: RwSignal<i64>,
 ) -> impl IntoView {
     let s = super::strings();
     let item_id = item.id;
     let max_qty = item.max_selectable_qty();
-    let sold_out = max_qty == 0;
+    let sold_out = move || stock.get() <= 0;
     let machine = RwSignal::new(initial_machine(form_token, prior));
     let chosen_qty = RwSignal::new(1u32);
     let hydrated = RwSignal::new(false);
@@ -56,6 +58,15 @@ pub fn BuyPanel(
     Effect::new(move |_| {
         runner::start(item_id, machine);
         hydrated.set(true);
+    });
+    // After an order (ours or a replay), show the stock the server has now.
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |previous: Option<bool>| {
+        let succeeded = machine.with(|m| matches!(m.phase(), Phase::Success { .. }));
+        if succeeded && previous == Some(false) {
+            runner::refresh_stock(item_id, stock);
+        }
+        succeeded
     });
 
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
@@ -102,11 +113,11 @@ pub fn BuyPanel(
             certainty: Certainty::Retryable | Certainty::Unknown,
             ..
         } => s.retry,
-        _ if sold_out => s.sold_out_badge,
+        _ if sold_out() => s.sold_out_badge,
         _ => s.buy,
     };
     let button_inert = move || {
-        sold_out
+        sold_out()
             || pending()
             || matches!(
                 phase(),
@@ -118,7 +129,7 @@ pub fn BuyPanel(
             )
     };
     let can_buy_again = move || {
-        !sold_out
+        !sold_out()
             && matches!(
                 phase(),
                 Phase::Success { .. }
@@ -257,6 +268,15 @@ mod runner {
     /// How often swallowed taps and other intercepts are reported.
     const REPORT_EVERY_MS: u32 = 5_000;
 
+    /// Reads the item's stock again after an order.
+    pub fn refresh_stock(item: ItemId, stock: RwSignal<i64>) {
+        spawn_local(async move {
+            if let Ok(view) = crate::server_fns::load_item_view(item).await {
+                stock.set(view.item.stock);
+            }
+        });
+    }
+
     /// Restores the intent from `history.state` and wires the page events.
     pub fn start(item: ItemId, machine: RwSignal<SubmitMachine>) {
         let visible = browser::is_visible();
@@ -290,6 +310,7 @@ mod runner {
             }
         });
         browser::on_bfcache_restore(move || {
+            report(machine);
             let snapshot = machine.get_untracked().snapshot();
             let (restored, effects) = SubmitMachine::restore(snapshot, browser::is_visible());
             machine.set(restored);

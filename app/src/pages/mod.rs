@@ -283,6 +283,8 @@ fn ItemDetails(data: ItemView, prior: Option<(IdempotencyKey, KeyOutcome)>) -> i
     let s = strings();
     let ItemView { item, form_token } = data;
     let title = item.title.clone();
+    // Shared with the Buy panel, which refreshes it after an order.
+    let stock = RwSignal::new(item.stock);
     view! {
         <Title text=title.clone() />
         <article class="item-detail">
@@ -302,10 +304,10 @@ fn ItemDetails(data: ItemView, prior: Option<(IdempotencyKey, KeyOutcome)>) -> i
                 </div>
                 <div>
                     <dt>{s.stock_left}</dt>
-                    <dd data-testid="stock">{item.stock}</dd>
+                    <dd data-testid="stock">{move || stock.get()}</dd>
                 </div>
             </dl>
-            <buy::BuyPanel item form_token prior />
+            <buy::BuyPanel item form_token prior stock />
         </article>
     }
 }

@@ -138,6 +138,11 @@ impl OrderPipeline {
             }
             Err(e) => {
                 tracing::error!(error = %e, "idempotency store failed");
+                // The claim may have been written before the answer was lost:
+                // drop it, so a retry is not told "in progress" for a lease.
+                if let Err(e) = self.idempotency.abandon(&scope, &hash).await {
+                    tracing::warn!(error = %e, "dropping a possibly written claim failed; it expires with its lease");
+                }
                 return refuse(unavailable());
             }
         }
@@ -208,19 +213,19 @@ impl OrderPipeline {
         let outcome = match written {
             Ok(Written::Created(receipt)) => {
                 if let Some((stage, _)) = held {
-                    settle::confirm(stage.store().as_ref(), item, &token).await;
+                    settle::confirm(stage.store(), item, &token).await;
                 }
                 Outcome::Created(receipt)
             }
             Ok(Written::AlreadyOrdered(receipt)) => {
                 if let Some((stage, held_by)) = held {
-                    settle::settle_duplicate(stage.store().as_ref(), item, &token, held_by).await;
+                    settle::settle_duplicate(stage.store(), item, &token, held_by).await;
                 }
                 Outcome::AlreadyOrdered(receipt)
             }
             Err(refusal) => {
                 if let Some((stage, _)) = held {
-                    settle::release(stage.store().as_ref(), item, &token).await;
+                    settle::release(stage.store(), item, &token).await;
                 }
                 Outcome::Refused(ledger_error(refusal))
             }

@@ -5,13 +5,25 @@
 //! (idempotent: a second release finds nothing). Neither can undo a committed
 //! order: a failing confirm is logged and left to the reaper and the
 //! reconciliation, never turned into an error for a buyer whose order exists.
+//!
+//! A confirm that fails (Redis slow or briefly gone) is retried in the
+//! background: left alone, the reaper would give the units of a sold order
+//! back at the hold's deadline. Confirming is idempotent, and a confirm that
+//! arrives after the reaper took the hold back takes its units again, so a
+//! late retry still converges.
 
 use super::reserve::HeldBy;
 use crate::metrics as m;
 use crate::reservation::{Confirmed, HoldToken, ReservationStore};
 use app::domain::ItemId;
+use std::sync::Arc;
+use std::time::Duration;
 
-pub async fn confirm(store: &dyn ReservationStore, item: ItemId, token: &HoldToken) {
+/// Background confirm retries: 50 ms doubling to 5 s, 12 attempts (about a
+/// minute in all).
+const CONFIRM_RETRIES: u32 = 12;
+
+pub async fn confirm(store: &Arc<dyn ReservationStore>, item: ItemId, token: &HoldToken) {
     let result = match store.confirm(item, token).await {
         Ok(Confirmed::HoldEnded) => "hold_ended",
         Ok(Confirmed::TakenAfterReap) => {
@@ -23,14 +35,32 @@ pub async fn confirm(store: &dyn ReservationStore, item: ItemId, token: &HoldTok
             "no_hold"
         }
         Err(e) => {
-            tracing::error!(%item, error = %e, "confirm failed; the reaper will give the hold back and reconciliation corrects the counter");
+            tracing::warn!(%item, error = %e, "confirm failed; retrying in the background");
+            tokio::spawn(retry_confirm(store.clone(), item, token.clone()));
             "error"
         }
     };
     metrics::counter!(m::CONFIRMS, "result" => result).increment(1);
 }
 
-pub async fn release(store: &dyn ReservationStore, item: ItemId, token: &HoldToken) {
+async fn retry_confirm(store: Arc<dyn ReservationStore>, item: ItemId, token: HoldToken) {
+    let mut pause = Duration::from_millis(50);
+    for _ in 0..CONFIRM_RETRIES {
+        tokio::time::sleep(pause).await;
+        match store.confirm(item, &token).await {
+            Ok(outcome) => {
+                tracing::info!(%item, ?outcome, "confirm succeeded on retry");
+                metrics::counter!(m::CONFIRMS, "result" => "retried").increment(1);
+                return;
+            }
+            Err(e) => tracing::warn!(%item, error = %e, "confirm retry failed"),
+        }
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+    tracing::error!(%item, %token, "confirm gave up; the counter stays above the database until reconciled");
+}
+
+pub async fn release(store: &Arc<dyn ReservationStore>, item: ItemId, token: &HoldToken) {
     let result = match store.release(item, token).await {
         Ok(true) => "given_back",
         Ok(false) => "nothing_held",
@@ -46,7 +76,7 @@ pub async fn release(store: &dyn ReservationStore, item: ItemId, token: &HoldTok
 /// earlier attempt belongs to that order and is confirmed; a hold this
 /// request took is surplus and given back.
 pub async fn settle_duplicate(
-    store: &dyn ReservationStore,
+    store: &Arc<dyn ReservationStore>,
     item: ItemId,
     token: &HoldToken,
     held_by: HeldBy,

@@ -222,6 +222,13 @@ impl ReservationStore for InProcessStore {
         }
     }
 
+    async fn forget_counter(&self, item: ItemId) -> Result<(), StoreError> {
+        if let Some(state) = self.lock().get_mut(&item) {
+            state.stock = None;
+        }
+        Ok(())
+    }
+
     async fn counter(&self, item: ItemId) -> Result<Option<i64>, StoreError> {
         Ok(self.lock().get(&item).and_then(|s| s.stock))
     }

@@ -178,6 +178,13 @@ pub trait ReservationStore: Send + Sync + 'static {
         version_after: i64,
     ) -> Result<bool, StoreError>;
 
+    /// Drops the counter (not the holds), so the next order reloads it from
+    /// the database. Used when the counter is known to have drifted.
+    ///
+    /// # Errors
+    /// As for `reserve`.
+    async fn forget_counter(&self, item: ItemId) -> Result<(), StoreError>;
+
     /// The counter, if loaded.
     ///
     /// # Errors

@@ -290,6 +290,15 @@ impl ReservationStore for RedisStore {
         Ok(applied == 1)
     }
 
+    async fn forget_counter(&self, item: ItemId) -> Result<(), StoreError> {
+        let _: i64 = self
+            .conn()
+            .del(self.keys(item).stock)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
     async fn counter(&self, item: ItemId) -> Result<Option<i64>, StoreError> {
         self.conn()
             .get(self.keys(item).stock)

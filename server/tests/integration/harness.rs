@@ -174,6 +174,8 @@ impl Drop for TestRedis {
 pub struct Setup {
     pub backend: Backend,
     pub redis: bool,
+    /// A Redis of the test's own (a `PrivateRedis`) instead of the shared one.
+    pub redis_url: Option<String>,
     pub strategy: Strategy,
     pub tweak: fn(&mut Config),
 }
@@ -183,6 +185,7 @@ impl Setup {
         Self {
             backend,
             redis: false,
+            redis_url: None,
             strategy: Strategy::DbOnly,
             tweak: |_| {},
         }
@@ -192,6 +195,7 @@ impl Setup {
         Self {
             backend: Backend::Sqlite,
             redis: false,
+            redis_url: None,
             strategy: Strategy::RedisThenDb,
             tweak: |_| {},
         }
@@ -201,6 +205,7 @@ impl Setup {
         Self {
             backend,
             redis: true,
+            redis_url: None,
             strategy: Strategy::RedisThenDb,
             tweak: |_| {},
         }
@@ -210,22 +215,11 @@ impl Setup {
 pub struct TestApp {
     pub base: String,
     pub state: AppState,
+    // Fields drop in order: the server stops before its Redis keys and
+    // database go.
+    _instance: Option<Instance>,
     pub redis: Option<TestRedis>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<()>>,
-    // Dropped last: the server must stop before its database goes.
     pub db: TestDb,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server.abort();
-        }
-    }
 }
 
 fn init_logs() {
@@ -237,23 +231,44 @@ fn init_logs() {
     });
 }
 
-pub async fn spawn_app(setup: Setup) -> TestApp {
-    init_logs();
-    let db = TestDb::create(setup.backend).await;
-    let redis = setup.redis.then(TestRedis::new);
+fn test_config(database_url: &str, redis: Option<(&str, &str)>, strategy: Strategy) -> Config {
     let mut config = Config::embedded();
     config.site_addr = "127.0.0.1:0".parse().expect("addr");
-    config.database_url = db.url.clone();
+    config.database_url = database_url.to_owned();
     config.database_max_connections = 16;
-    config.redis = redis
-        .as_ref()
-        .map_or(RedisTarget::None, |r| RedisTarget::Single(r.url.clone()));
-    config.redis_key_prefix = redis.as_ref().map(|r| r.prefix.clone()).unwrap_or_default();
+    config.redis = redis.map_or(RedisTarget::None, |(url, _)| {
+        RedisTarget::Single(url.to_owned())
+    });
+    config.redis_key_prefix = redis
+        .map(|(_, prefix)| prefix.to_owned())
+        .unwrap_or_default();
     config.admin_token = Some(ADMIN_TOKEN.to_owned());
     config.cookie_secret = Some(COOKIE_SECRET.to_owned());
-    config.strategy = setup.strategy;
+    config.strategy = strategy;
     config.seed_demo_items = false;
-    (setup.tweak)(&mut config);
+    config
+}
+
+/// A running server: stops when dropped.
+pub struct Instance {
+    pub base: String,
+    pub state: AppState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+async fn start(config: Config) -> Instance {
     let leptos = LeptosOptions::builder()
         .output_name("oversell-guard")
         .site_root("target/site")
@@ -271,14 +286,53 @@ pub async fn spawn_app(setup: Setup) -> TestApp {
             })
             .await;
     });
-    TestApp {
+    Instance {
         base,
         state,
-        redis,
         shutdown: Some(tx),
         server: Some(server),
+    }
+}
+
+pub async fn spawn_app(setup: Setup) -> TestApp {
+    init_logs();
+    let db = TestDb::create(setup.backend).await;
+    let redis = setup.redis.then(|| {
+        let mut redis = TestRedis::new();
+        if let Some(url) = &setup.redis_url {
+            redis.url = url.clone();
+        }
+        redis
+    });
+    let mut config = test_config(
+        &db.url,
+        redis.as_ref().map(|r| (r.url.as_str(), r.prefix.as_str())),
+        setup.strategy,
+    );
+    (setup.tweak)(&mut config);
+    let instance = start(config).await;
+    TestApp {
+        base: instance.base.clone(),
+        state: instance.state.clone(),
+        _instance: Some(instance),
+        redis,
         db,
     }
+}
+
+/// Another server instance beside `app`, sharing its database and Redis.
+pub async fn spawn_instance(
+    app: &TestApp,
+    database_url: &str,
+    redis_url: &str,
+    prefix: &str,
+) -> Instance {
+    start(test_config(
+        database_url,
+        Some((redis_url, prefix)),
+        app.state.pipeline.strategy(),
+    ))
+    .await
 }
 
 /// A buyer: an HTTP client with its own cookie jar and session.
@@ -388,6 +442,19 @@ impl TestApp {
             .expect("item json")
     }
 
+    /// The reservation counter and live holds of an item, as the store has them.
+    pub async fn reservation_state(&self, item: &Item) -> (Option<i64>, u64) {
+        let store = self
+            .state
+            .reservation
+            .as_ref()
+            .expect("a reservation store");
+        (
+            store.counter(item.id).await.expect("counter"),
+            store.live_holds(item.id).await.expect("holds"),
+        )
+    }
+
     /// Number of order rows and their total quantity for an item, read from
     /// the database itself.
     pub async fn orders_in_db(&self, item: &Item) -> (i64, i64) {
@@ -430,22 +497,32 @@ impl Buyer {
         .await
     }
 
-    /// Orders, retrying with the same key while the answer is retryable (as
-    /// a well-behaved client does), until a definite answer.
+    /// Orders, retrying with the same key while the answer is retryable, as
+    /// a well-behaved client does: after `Retry-After` when the server names
+    /// one, else after a short pause; gives up after a minute.
     pub async fn order_until_definite(
         &self,
         item: app::domain::ItemId,
         qty: i64,
         key: &str,
     ) -> Answer {
-        for _ in 0..50 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
             let answer = self.order(item, qty, key).await;
             if answer.body["retryable"] != serde_json::json!(true) {
                 return answer;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no definite answer within a minute; the last: {answer:?}"
+            );
+            let pause = answer
+                .retry_after
+                .as_deref()
+                .and_then(|s| s.parse::<u64>().ok())
+                .map_or(Duration::from_millis(20), Duration::from_secs);
+            tokio::time::sleep(pause).await;
         }
-        panic!("no definite answer after 50 attempts");
     }
 
     pub async fn outcome(&self, key: &str) -> Answer {
@@ -458,4 +535,100 @@ impl Buyer {
         )
         .await
     }
+}
+
+/// A redis-server of this test's own, on a free port, for tests that flush
+/// or kill it (never done to the shared one). Killed when dropped.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        let redis = Self {
+            port,
+            child,
+            _dir: dir,
+        };
+        for _ in 0..100 {
+            if let Ok(mut conn) = redis.client().get_multiplexed_async_connection().await {
+                if redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+                {
+                    return redis;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("private redis-server did not start on port {port}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).expect("redis url")
+    }
+
+    pub async fn flushall(&self) {
+        let mut conn = self
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        redis::cmd("FLUSHALL")
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("flushall");
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it holds or `within` passes: for effects of background
+/// tasks (the reaper), without guessing a fixed sleep.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }

@@ -5,3 +5,5 @@
 mod api_input;
 mod harness;
 mod ledger;
+mod pipeline;
+mod reservation_contract;

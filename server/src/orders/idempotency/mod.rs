@@ -25,9 +25,13 @@ use app::model::OrderRequest;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
-/// How long a claim stays exclusive before another request may take it over
-/// (longer than any order can take: hold TTL plus ledger retries).
-pub const CLAIM_LEASE: Duration = Duration::from_secs(60);
+/// How long a claim stays exclusive before a replay may take it over. A
+/// claim outlives its request only when that request died or its store call
+/// failed after writing; the lease bounds how long its replays hear "in
+/// progress". Taking over a claim whose request is in fact still running is
+/// safe: both runs share the hold token and the unique index on
+/// `orders (buyer, idempotency_key)` lets only one order exist.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(10);
 
 /// A key as seen by one buyer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,210 @@
+//! Micro-benchmarks of the two layers an order crosses, kept out of the test
+//! suite: `cargo bench -p server --bench layers`.
+//!
+//! - `reserve` round trip (the Lua script by EVALSHA) against the local Redis,
+//!   and the same call on the in-process store;
+//! - `ledger` write (versioned UPDATE + order INSERT in one transaction) on
+//!   the local PostgreSQL and MariaDB and on a SQLite file.
+//!
+//! Each prints mean, p50, p99 and max from an HDR histogram. Set
+//! `BENCH_ITERATIONS` (default 5000) to change the sample size.
+
+use app::domain::{BuyerId, IdempotencyKey, ItemId, Quantity};
+use app::model::OrderRequest;
+use hdrhistogram::Histogram;
+use server::config::RedisTarget;
+use server::db::{Database, items};
+use server::orders::ledger::{Backoff, Ledger};
+use server::redis_conn::RedisConn;
+use server::reservation::memory::InProcessStore;
+use server::reservation::redis::RedisStore;
+use server::reservation::{CounterSeed, Hold, HoldDeadline, HoldToken, ReservationStore};
+use sqlx::{Connection, Executor};
+use std::time::{Duration, Instant};
+
+fn iterations() -> u64 {
+    std::env::var("BENCH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000)
+}
+
+fn report(name: &str, histogram: &Histogram<u64>) {
+    let us = |v: u64| v as f64 / 1_000.0;
+    println!(
+        "{name:<34} n={:<6} mean={:>8.1} µs  p50={:>8.1} µs  p99={:>8.1} µs  max={:>9.1} µs",
+        histogram.len(),
+        histogram.mean() / 1_000.0,
+        us(histogram.value_at_quantile(0.50)),
+        us(histogram.value_at_quantile(0.99)),
+        us(histogram.max()),
+    );
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
+}
+
+fn buyer(n: u64) -> BuyerId {
+    BuyerId::parse(&format!("00000000-0000-4000-8000-{n:012}")).expect("buyer")
+}
+
+async fn bench_reserve(name: &str, store: &dyn ReservationStore) {
+    let item = ItemId::new(1).expect("item");
+    let n = iterations();
+    store
+        .load(
+            item,
+            CounterSeed {
+                stock: i64::try_from(n).unwrap_or(i64::MAX),
+                version: 0,
+                max_per_buyer: None,
+            },
+        )
+        .await
+        .expect("load");
+    let mut reserve = histogram();
+    let mut confirm = histogram();
+    for i in 0..n {
+        let buyer = buyer(i);
+        let key = IdempotencyKey::parse(&format!("bench-{i}")).expect("key");
+        let hold = Hold {
+            token: HoldToken::new(&buyer, &key),
+            buyer,
+            qty: Quantity::ONE,
+            deadline: HoldDeadline::at_ms(server::db::now_ms() + 30_000),
+        };
+        let started = Instant::now();
+        store.reserve(item, &hold).await.expect("reserve");
+        reserve
+            .record(started.elapsed().as_nanos() as u64)
+            .expect("record");
+        let started = Instant::now();
+        store.confirm(item, &hold.token).await.expect("confirm");
+        confirm
+            .record(started.elapsed().as_nanos() as u64)
+            .expect("record");
+    }
+    report(&format!("{name} reserve"), &reserve);
+    report(&format!("{name} confirm"), &confirm);
+}
+
+async fn bench_ledger(name: &str, url: &str) {
+    let db = Database::connect(url, 4).await.expect("connect");
+    let n = iterations().min(2_000);
+    let item = items::create(
+        &db,
+        &items::NewItem {
+            title: "bench".into(),
+            condition: "used".into(),
+            seller: "bench".into(),
+            price_cents: 100,
+            stock: i64::try_from(n).unwrap_or(i64::MAX),
+            max_per_buyer: None,
+        },
+    )
+    .await
+    .expect("item");
+    let ledger = Ledger::new(
+        db.clone(),
+        Backoff {
+            max_attempts: 8,
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(20),
+        },
+    );
+    let mut writes = histogram();
+    for i in 0..n {
+        let key = IdempotencyKey::parse(&format!("ledger-{i}")).expect("key");
+        let request = OrderRequest {
+            item_id: item.id,
+            qty: Quantity::ONE,
+        };
+        let started = Instant::now();
+        ledger.write(&buyer(i), &key, request).await.expect("write");
+        writes
+            .record(started.elapsed().as_nanos() as u64)
+            .expect("record");
+    }
+    report(&format!("{name} ledger write"), &writes);
+    db.close().await;
+}
+
+/// Creates a throwaway database on a shared server and returns its URL.
+async fn scratch_database(admin_url: &str, name: &str) -> Option<String> {
+    let mut conn = sqlx::AnyConnection::connect(admin_url).await.ok()?;
+    conn.execute(format!("DROP DATABASE IF EXISTS {name}").as_str())
+        .await
+        .ok()?;
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .ok()?;
+    let base = admin_url.rsplit_once('/').map(|(b, _)| b)?;
+    Some(format!("{base}/{name}"))
+}
+
+async fn drop_database(admin_url: &str, name: &str) {
+    if let Ok(mut conn) = sqlx::AnyConnection::connect(admin_url).await {
+        let _ = conn
+            .execute(format!("DROP DATABASE IF EXISTS {name}").as_str())
+            .await;
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    sqlx::any::install_default_drivers();
+    let redis_url =
+        std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("bench{}:", std::process::id());
+    match RedisConn::connect(
+        &RedisTarget::Single(redis_url.clone()),
+        Duration::from_millis(500),
+    )
+    .await
+    {
+        Ok(Some(conn)) => {
+            let store = RedisStore::new(conn.clone(), prefix.clone());
+            bench_reserve("redis", &store).await;
+            let mut raw = conn;
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query_async(&mut raw)
+                .await
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query_async(&mut raw).await;
+            }
+        }
+        _ => println!("redis: not reachable at {redis_url}, skipped"),
+    }
+    bench_reserve("in-process", &InProcessStore::new()).await;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    bench_ledger(
+        "sqlite",
+        &format!("sqlite://{}/bench.sqlite3", dir.path().display()),
+    )
+    .await;
+    let name = format!("og_bench_{}", std::process::id());
+    for (label, admin) in [
+        (
+            "postgres",
+            std::env::var("TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+        ),
+        (
+            "mariadb",
+            std::env::var("TEST_MYSQL_URL")
+                .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into()),
+        ),
+    ] {
+        match scratch_database(&admin, &name).await {
+            Some(url) => {
+                bench_ledger(label, &url).await;
+                drop_database(&admin, &name).await;
+            }
+            None => println!("{label}: not reachable, skipped"),
+        }
+    }
+}
