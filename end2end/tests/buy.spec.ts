@@ -29,9 +29,10 @@ test('a shopper taps Buy on a 360 px screen and sees the receipt', async ({ page
 });
 
 test('the item list fits a 360 px screen and links to items', async ({ page, request }, testInfo) => {
-  const item = await createItem(request, { title: 'Brompton bike (e2e list)', stock: 1 });
+  const title = `Brompton bike ${testInfo.project.name}`;
+  const item = await createItem(request, { title, stock: 1 });
   await page.goto('/');
-  const link = page.getByRole('link', { name: /Brompton bike \(e2e list\)/ });
+  const link = page.getByRole('link', { name: new RegExp(title) });
   await expect(link).toBeVisible();
   const overflows = await page.evaluate(
     () => document.documentElement.scrollWidth > document.documentElement.clientWidth,

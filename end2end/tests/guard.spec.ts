@@ -4,6 +4,7 @@ import {
   artifact,
   countCalls,
   createItem,
+  interceptCount,
   newShopper,
   orderStats,
   setVisibility,
@@ -52,6 +53,11 @@ test('(a) a double click and ten rapid taps give exactly one order', async ({ pa
   const stats = await orderStats(request, item.id);
   expect(stats.orders).toBe(1);
   expect(stats.units_ordered).toBe(1);
+
+  // The swallowed taps are reported (sendBeacon on pagehide) and counted.
+  const before = await interceptCount(request, 'swallowed_tap');
+  await page.goto('/');
+  await expect.poll(() => interceptCount(request, 'swallowed_tap')).toBeGreaterThanOrEqual(before + 11);
 });
 
 test('(b) a reload while the order is pending finds the receipt instead of ordering again', async ({ page, request }, testInfo) => {
@@ -78,9 +84,10 @@ test('(b) a reload while the order is pending finds the receipt instead of order
 
 test('(c) back then forward after success gives no new order', async ({ page, request }, testInfo) => {
   const s = strings(testInfo);
-  const item = await createItem(request, { title: 'History camera', stock: 5 });
+  const title = `History camera ${testInfo.project.name}`;
+  const item = await createItem(request, { title, stock: 5 });
   await page.goto('/');
-  await page.getByRole('link', { name: /History camera/ }).first().click();
+  await page.getByRole('link', { name: new RegExp(title) }).click();
   await waitForHydration(page);
   await page.getByRole('button', { name: s.buy }).click();
   await expect(page.getByTestId('receipt')).toBeVisible();
@@ -88,7 +95,7 @@ test('(c) back then forward after success gives no new order', async ({ page, re
 
   const submits = countCalls(page, 'place_order');
   await page.goBack();
-  await expect(page.getByRole('link', { name: /History camera/ }).first()).toBeVisible();
+  await expect(page.getByRole('link', { name: new RegExp(title) })).toBeVisible();
   await page.goForward();
   await waitForHydration(page);
   await expect(page.getByTestId('receipt')).toHaveAttribute('data-order-id', orderId!);

@@ -88,3 +88,10 @@ export async function newShopper(browser: Browser, testInfo: TestInfo, extra: Br
     ...extra,
   });
 }
+
+/** The server's count of browser intercepts for a reason, from /metrics. */
+export async function interceptCount(request: APIRequestContext, reason: string): Promise<number> {
+  const text = await (await request.get('/metrics')).text();
+  const line = text.split('\n').find((l) => l.startsWith(`oversell_browser_intercepts_total{reason="${reason}"}`));
+  return line ? Number(line.split(' ').pop()) : 0;
+}

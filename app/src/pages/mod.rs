@@ -18,7 +18,7 @@ use leptos_meta::MetaTags;
 use leptos_meta::{Stylesheet, Title, provide_meta_context};
 use leptos_router::components::{A, Route, Router, Routes};
 use leptos_router::hooks::{use_location, use_params_map, use_query_map};
-use leptos_router::path;
+use leptos_router::{SsrMode, path};
 
 /// The query parameter that carries the key of a form posted without
 /// JavaScript, so the page it redirects to can show that order's outcome.
@@ -103,9 +103,12 @@ pub fn App() -> impl IntoView {
         <Router>
             <Header />
             <main class="page">
+                // Async rendering waits for the data and sends whole pages:
+                // they work without JavaScript, and a 404 status set while
+                // loading still reaches the response headers.
                 <Routes fallback=NotFound>
-                    <Route path=path!("/") view=ItemListPage />
-                    <Route path=path!("/items/:id") view=ItemPage />
+                    <Route path=path!("/") view=ItemListPage ssr=SsrMode::Async />
+                    <Route path=path!("/items/:id") view=ItemPage ssr=SsrMode::Async />
                 </Routes>
             </main>
         </Router>
@@ -139,7 +142,7 @@ fn Header() -> impl IntoView {
                                 hreflang=lang.tag()
                                 lang=lang.tag()
                                 aria-current=(lang == current).then_some("true")
-                                rel="nofollow"
+                                rel="external nofollow"
                             >
                                 {lang.native_name()}
                             </a>
@@ -152,6 +155,8 @@ fn Header() -> impl IntoView {
 }
 
 /// Percent-encodes a path for the `back` parameter of the language switch.
+/// (The switch links are `rel="external"`: the server sets the cookie, so the
+/// router must not handle them in the browser.)
 fn encode_path(path: &str) -> String {
     path.bytes()
         .map(|b| match b {

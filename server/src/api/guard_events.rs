@@ -26,8 +26,13 @@ struct Batch {
 }
 
 pub async fn record(State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
-    let batch: Batch = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid(format!("invalid guard events: {e}")))?;
+    let invalid = |e: serde_json::Error| ApiError::invalid(format!("invalid guard events: {e}"));
+    // An object only: serde would also read a struct from an array.
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(invalid)?;
+    if !value.is_object() {
+        return Err(ApiError::invalid("guard events must be a JSON object"));
+    }
+    let batch: Batch = serde_json::from_value(value).map_err(invalid)?;
     let counts = [
         ("swallowed_tap", batch.swallowed_taps),
         ("restore_lookup", batch.restore_lookups),

@@ -3,6 +3,7 @@
 //! [`harness`]); set `TEST_LOG=1` to see the server's logs.
 
 mod api_input;
+mod guard_events;
 mod harness;
 mod ledger;
 mod pipeline;
