@@ -23,7 +23,7 @@ use super::{
 };
 use crate::redis_conn::RedisConn;
 use app::domain::ItemId;
-use redis::{AsyncCommands, RedisError, Script};
+use redis::{AsyncCommands, ErrorKind, RedisError, Script, ServerErrorKind};
 use std::sync::LazyLock;
 
 struct Scripts {
@@ -110,13 +110,15 @@ impl ReservationStore for RedisStore {
     }
 
     /// Runs `lua/reserve.lua` (KEYS stock, holds, deadlines, buyers, meta;
-    /// ARGV token, buyer, qty, deadline), then adds the item to the reaper's
-    /// worklist when a hold was taken.
+    /// ARGV token, buyer, qty, deadline) in one round trip with the `SADD`
+    /// that lists the item for the reaper. The listing goes first, so a hold
+    /// never exists unlisted; a listed item without holds costs the reaper
+    /// one cheap call and is then dropped.
     async fn reserve(&self, item: ItemId, hold: &Hold) -> Result<Reserved, StoreError> {
         let k = self.keys(item);
         let mut conn = self.conn();
-        let (status, value): (i64, i64) = SCRIPTS
-            .reserve
+        let mut invocation = SCRIPTS.reserve.prepare_invoke();
+        invocation
             .key(&k.stock)
             .key(&k.holds)
             .key(&k.deadlines)
@@ -125,31 +127,33 @@ impl ReservationStore for RedisStore {
             .arg(hold.token.as_str())
             .arg(hold.buyer.as_str())
             .arg(hold.qty.get())
-            .arg(hold.deadline.as_ms())
-            .invoke_async(&mut conn)
-            .await
-            .map_err(store_error)?;
-        let reserved = match status {
-            1 => Reserved::Held { remaining: value },
-            2 => Reserved::AlreadyHeld,
-            0 => Reserved::SoldOut { available: value },
-            -1 => Reserved::NotLoaded,
-            -2 => Reserved::LimitExceeded { already: value },
-            other => {
-                return Err(StoreError::Protocol(format!(
-                    "reserve returned status {other}"
-                )));
+            .arg(hold.deadline.as_ms());
+        let mut pipe = redis::pipe();
+        pipe.sadd(self.worklist_key(), item.get())
+            .ignore()
+            .invoke_script(&invocation);
+        let answer: Result<((i64, i64),), RedisError> = match pipe.query_async(&mut conn).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                // Redis restarted or was flushed of scripts: load, then once more.
+                invocation
+                    .load_async(&mut conn)
+                    .await
+                    .map_err(store_error)?;
+                pipe.query_async(&mut conn).await
             }
+            other => other,
         };
-        if matches!(reserved, Reserved::Held { .. }) {
-            let listed: Result<i64, _> = conn.sadd(self.worklist_key(), item.get()).await;
-            if let Err(e) = listed {
-                // An unlisted hold would never be reaped: give it back.
-                let _ = self.release(item, &hold.token).await;
-                return Err(store_error(e));
-            }
+        let ((status, value),) = answer.map_err(store_error)?;
+        match status {
+            1 => Ok(Reserved::Held { remaining: value }),
+            2 => Ok(Reserved::AlreadyHeld),
+            0 => Ok(Reserved::SoldOut { available: value }),
+            -1 => Ok(Reserved::NotLoaded),
+            -2 => Ok(Reserved::LimitExceeded { already: value }),
+            other => Err(StoreError::Protocol(format!(
+                "reserve returned status {other}"
+            ))),
         }
-        Ok(reserved)
     }
 
     /// Runs `lua/load.lua` (KEYS stock, holds, meta; ARGV stock, version,

@@ -462,3 +462,56 @@ contract!(
         concurrent_reserves_never_take_more_than_the_counter,
     ]
 );
+
+/// After a Redis restart the scripts are gone (NOSCRIPT): every call loads
+/// its script again and goes on. SCRIPT FLUSH on a private server stands in
+/// for the restart.
+#[tokio::test]
+async fn the_redis_store_reloads_its_scripts_after_they_are_flushed() {
+    let redis = crate::harness::PrivateRedis::start().await;
+    let target = server::config::RedisTarget::Single(redis.url());
+    let conn =
+        server::redis_conn::RedisConn::connect(&target, std::time::Duration::from_millis(500))
+            .await
+            .expect("connect")
+            .expect("a redis target");
+    let store = RedisStore::new(conn, "");
+    let mut admin = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin connection");
+    for round in 0..3 {
+        redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async::<()>(&mut admin)
+            .await
+            .expect("script flush");
+        let h = hold(1, &format!("after-flush-{round}"), 1);
+        if round == 0 {
+            assert_eq!(
+                store.reserve(item(1), &h).await.ok(),
+                Some(Reserved::NotLoaded)
+            );
+            store.load(item(1), seed(5)).await.expect("load");
+            redis::cmd("SCRIPT")
+                .arg("FLUSH")
+                .query_async::<()>(&mut admin)
+                .await
+                .expect("script flush");
+        }
+        assert!(
+            matches!(store.reserve(item(1), &h).await, Ok(Reserved::Held { .. })),
+            "round {round}"
+        );
+        redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async::<()>(&mut admin)
+            .await
+            .expect("script flush");
+        assert_eq!(
+            store.confirm(item(1), &h.token).await.ok(),
+            Some(Confirmed::HoldEnded)
+        );
+    }
+}
