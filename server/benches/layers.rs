@@ -14,6 +14,7 @@ use app::model::OrderRequest;
 use hdrhistogram::Histogram;
 use server::config::RedisTarget;
 use server::db::{Database, items};
+use server::metrics::Metrics;
 use server::orders::ledger::{Backoff, Ledger};
 use server::redis_conn::RedisConn;
 use server::reservation::memory::InProcessStore;
@@ -112,6 +113,7 @@ async fn bench_ledger(name: &str, url: &str) {
             base: Duration::from_millis(1),
             cap: Duration::from_millis(20),
         },
+        std::sync::Arc::new(Metrics::disabled()),
     );
     let mut writes = histogram();
     for i in 0..n {
@@ -121,7 +123,10 @@ async fn bench_ledger(name: &str, url: &str) {
             qty: Quantity::ONE,
         };
         let started = Instant::now();
-        ledger.write(&buyer(i), &key, request).await.expect("write");
+        ledger
+            .write(&buyer(i), &key, request, "db")
+            .await
+            .expect("write");
         writes
             .record(started.elapsed().as_nanos() as u64)
             .expect("record");

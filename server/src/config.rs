@@ -78,6 +78,9 @@ pub struct Config {
     pub cookie_secure: bool,
     /// `ORDER_STRATEGY`: `redis+db` (default) or `db`.
     pub strategy: Strategy,
+    /// `ALLOW_STRATEGY_OVERRIDE`: let `POST /api/orders` pick the strategy
+    /// per request with `X-Order-Strategy` (for A/B benchmarks). Off by default.
+    pub allow_strategy_override: bool,
     /// `HOLD_TTL_MS`: how long a reservation holds stock before the reaper
     /// gives it back.
     pub hold_ttl: Duration,
@@ -110,6 +113,7 @@ impl Config {
             cookie_secret: None,
             cookie_secure: false,
             strategy: Strategy::RedisThenDb,
+            allow_strategy_override: false,
             hold_ttl: Duration::from_secs(30),
             reaper_interval: Duration::from_secs(1),
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
@@ -226,6 +230,9 @@ impl Config {
         }
         if let Some(raw) = var("ORDER_STRATEGY") {
             config.strategy = parse_var("ORDER_STRATEGY", &raw, Strategy::parse, "redis+db or db")?;
+        }
+        if let Some(raw) = var("ALLOW_STRATEGY_OVERRIDE") {
+            config.allow_strategy_override = parse_bool("ALLOW_STRATEGY_OVERRIDE", &raw)?;
         }
         if let Some(raw) = var("HOLD_TTL_MS") {
             config.hold_ttl = parse_millis("HOLD_TTL_MS", &raw, 100, 3_600_000)?;

@@ -20,7 +20,8 @@
 //!   a single Redis or a cluster.
 //! - [`db`]: the SQL database (SQLite, PostgreSQL, MySQL/MariaDB) and
 //!   inventory queries.
-//! - [`error`]: the HTTP error type; [`metrics`]: Prometheus names;
+//! - [`error`]: the HTTP error type; [`metrics`]: this server's Prometheus
+//!   recorder; [`hot_items`]: the bounded, decaying top-k of busy items;
 //!   [`background`]: tasks that stop with their owner.
 
 pub mod api;
@@ -28,6 +29,7 @@ pub mod background;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod hot_items;
 pub mod metrics;
 pub mod orders;
 pub mod redis_conn;

@@ -1,37 +1,59 @@
 //! Prometheus metrics: one name per fact, base units, `_total` counters.
 //!
-//! The recorder is process-global (the `metrics` facade); [`install`] sets it
-//! once and returns the handle `GET /metrics` renders.
+//! Each application owns its recorder ([`Metrics`]), rather than the
+//! process-global one: two servers in one process (the integration tests)
+//! keep separate counts, and `GET /metrics` shows exactly this server's.
+//! [`Metrics::disabled`] hands out no-op handles, for measuring what
+//! recording costs.
+//!
+//! | name | labels |
+//! |---|---|
+//! | `oversell_orders_total` | `outcome` (`created`, `replayed`, or an error code), `strategy` |
+//! | `oversell_reservation_outcomes_total` | `result` (`ok`, `already_held`, `sold_out`, `limit`, `not_loaded`, `error`, `skipped`), `strategy` |
+//! | `oversell_db_update_attempts_total` | `result` (`ok`, `conflict`), `strategy` |
+//! | `oversell_db_retries_total` | `strategy` |
+//! | `oversell_idempotency_total` | `result` (`new`, `replay`, `in_progress`, `mismatch`, `error`), `strategy` |
+//! | `oversell_confirms_total`, `oversell_releases_total` | `result` |
+//! | `oversell_browser_intercepts_total` | `reason` (`swallowed_tap`, `restore_lookup`, `hidden_block`) |
+//! | `oversell_stage_duration_seconds` | `stage` (`idempotency`, `reserve`, `ledger`, `settle`), `strategy` |
+//! | `oversell_order_duration_seconds` | `strategy` |
+//! | `oversell_holds_live` (gauge), `oversell_holds_reaped_total` | |
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
-/// Orders by final outcome (`created`, `replayed`, or an error code) and strategy.
 pub const ORDERS: &str = "oversell_orders_total";
-/// Reservation-store answers: `ok`, `already_held`, `sold_out`, `limit`,
-/// `not_loaded`, `error`, `skipped` (strategy B).
 pub const RESERVATIONS: &str = "oversell_reservation_outcomes_total";
-/// Versioned-update attempts by `result`: `ok`, `conflict`.
 pub const DB_UPDATE_ATTEMPTS: &str = "oversell_db_update_attempts_total";
-/// Retries after a version conflict.
 pub const DB_RETRIES: &str = "oversell_db_retries_total";
-/// Idempotency checks by `result`: `new`, `replay`, `in_progress`, `mismatch`.
 pub const IDEMPOTENCY: &str = "oversell_idempotency_total";
-/// Confirms by `result`: `hold_ended`, `taken_after_reap`, `no_hold`,
-/// `error` (then retried in the background), `retried`.
 pub const CONFIRMS: &str = "oversell_confirms_total";
-/// Releases by `result`: `given_back`, `nothing_held`, `error`.
 pub const RELEASES: &str = "oversell_releases_total";
-/// Browser-layer intercepts by `reason`.
 pub const BROWSER_INTERCEPTS: &str = "oversell_browser_intercepts_total";
-/// Time spent in each pipeline stage (`idempotency`, `reserve`, `ledger`, `settle`).
 pub const STAGE_SECONDS: &str = "oversell_stage_duration_seconds";
-/// End-to-end order latency inside the server, by strategy.
 pub const ORDER_SECONDS: &str = "oversell_order_duration_seconds";
-/// Holds alive after the last reaper pass.
 pub const HOLDS_LIVE: &str = "oversell_holds_live";
-/// Holds the reaper gave back.
 pub const HOLDS_REAPED: &str = "oversell_holds_reaped_total";
+
+/// Every metric name this server exports, for checks on dashboards and rules.
+pub const ALL: &[&str] = &[
+    ORDERS,
+    RESERVATIONS,
+    DB_UPDATE_ATTEMPTS,
+    DB_RETRIES,
+    IDEMPOTENCY,
+    CONFIRMS,
+    RELEASES,
+    BROWSER_INTERCEPTS,
+    STAGE_SECONDS,
+    ORDER_SECONDS,
+    HOLDS_LIVE,
+    HOLDS_REAPED,
+];
 
 /// Latency buckets from 100 µs to 10 s: the reservation layer answers in
 /// well under a millisecond, the database layer in milliseconds.
@@ -40,56 +62,183 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static METADATA: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
 
-/// Installs the global recorder on first call and returns its handle.
-///
-/// # Errors
-/// Another recorder was installed by someone else first.
-pub fn install() -> anyhow::Result<PrometheusHandle> {
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
-    let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
-        .build_recorder();
-    let handle = recorder.handle();
-    if HANDLE.set(handle.clone()).is_ok() {
-        metrics::set_global_recorder(recorder)?;
-        describe();
-    }
-    HANDLE
-        .get()
-        .cloned()
-        .ok_or_else(|| anyhow::anyhow!("metrics recorder not installed"))
+/// This server's metrics.
+pub struct Metrics {
+    /// `None` when disabled: every handle is a no-op.
+    recorder: Option<PrometheusRecorder>,
 }
 
-fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(ORDERS, "Order attempts by final outcome.");
-    describe_counter!(RESERVATIONS, "Reservation store answers.");
-    describe_counter!(DB_UPDATE_ATTEMPTS, "Versioned UPDATE attempts by result.");
-    describe_counter!(DB_RETRIES, "Versioned UPDATE retries after a conflict.");
-    describe_counter!(IDEMPOTENCY, "Idempotency-key checks by result.");
-    describe_counter!(CONFIRMS, "Hold confirmations by result.");
-    describe_counter!(RELEASES, "Hold releases by result.");
-    describe_counter!(
-        BROWSER_INTERCEPTS,
-        "Browser-layer intercepts reported by pages."
-    );
-    describe_histogram!(
-        STAGE_SECONDS,
-        Unit::Seconds,
-        "Time per order pipeline stage."
-    );
-    describe_histogram!(
-        ORDER_SECONDS,
-        Unit::Seconds,
-        "Order pipeline time end to end."
-    );
-    describe_gauge!(
-        HOLDS_LIVE,
-        "Reservation holds alive after the last reaper pass."
-    );
-    describe_counter!(HOLDS_REAPED, "Expired holds given back by the reaper.");
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("enabled", &self.recorder.is_some())
+            .finish()
+    }
+}
+
+impl Metrics {
+    /// A fresh recorder with the latency buckets and descriptions set.
+    ///
+    /// # Errors
+    /// The bucket configuration is refused (it is a constant, so never in
+    /// practice).
+    pub fn new() -> anyhow::Result<Self> {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
+            .build_recorder();
+        let metrics = Self {
+            recorder: Some(recorder),
+        };
+        metrics.describe();
+        Ok(metrics)
+    }
+
+    /// Records nothing.
+    pub fn disabled() -> Self {
+        Self { recorder: None }
+    }
+
+    /// The Prometheus text of everything recorded so far.
+    pub fn render(&self) -> String {
+        self.recorder
+            .as_ref()
+            .map(|r| r.handle().render())
+            .unwrap_or_default()
+    }
+
+    /// Keeps histograms bounded; the server calls it on a timer.
+    pub fn run_upkeep(&self) {
+        if let Some(recorder) = &self.recorder {
+            recorder.handle().run_upkeep();
+        }
+    }
+
+    pub fn handle(&self) -> Option<PrometheusHandle> {
+        self.recorder.as_ref().map(PrometheusRecorder::handle)
+    }
+
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Counter {
+        match &self.recorder {
+            Some(r) => r.register_counter(&key(name, labels), &METADATA),
+            None => Counter::noop(),
+        }
+    }
+
+    pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Gauge {
+        match &self.recorder {
+            Some(r) => r.register_gauge(&key(name, labels), &METADATA),
+            None => Gauge::noop(),
+        }
+    }
+
+    pub fn histogram(
+        &self,
+        name: &'static str,
+        labels: &[(&'static str, &'static str)],
+    ) -> Histogram {
+        match &self.recorder {
+            Some(r) => r.register_histogram(&key(name, labels), &METADATA),
+            None => Histogram::noop(),
+        }
+    }
+
+    fn describe(&self) {
+        let Some(r) = &self.recorder else {
+            return;
+        };
+        let counter = |name: &'static str, help: &'static str| {
+            r.describe_counter(
+                KeyName::from_const_str(name),
+                None,
+                SharedString::const_str(help),
+            );
+        };
+        counter(ORDERS, "Order attempts by final outcome.");
+        counter(RESERVATIONS, "Reservation store answers.");
+        counter(DB_UPDATE_ATTEMPTS, "Versioned UPDATE attempts by result.");
+        counter(DB_RETRIES, "Versioned UPDATE retries after a conflict.");
+        counter(IDEMPOTENCY, "Idempotency-key checks by result.");
+        counter(CONFIRMS, "Hold confirmations by result.");
+        counter(RELEASES, "Hold releases by result.");
+        counter(
+            BROWSER_INTERCEPTS,
+            "Browser-layer intercepts reported by pages.",
+        );
+        counter(HOLDS_REAPED, "Expired holds given back by the reaper.");
+        r.describe_gauge(
+            KeyName::from_const_str(HOLDS_LIVE),
+            None,
+            SharedString::const_str("Reservation holds alive after the last reaper pass."),
+        );
+        for (name, help) in [
+            (STAGE_SECONDS, "Time per order pipeline stage."),
+            (ORDER_SECONDS, "Order pipeline time end to end."),
+        ] {
+            r.describe_histogram(
+                KeyName::from_const_str(name),
+                Some(Unit::Seconds),
+                SharedString::const_str(help),
+            );
+        }
+    }
+}
+
+fn key(name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
+    let labels: Vec<Label> = labels
+        .iter()
+        .map(|(k, v)| Label::from_static_parts(k, v))
+        .collect();
+    Key::from_parts(name, labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_metrics_object_counts_on_its_own() {
+        let a = Metrics::new().expect("metrics");
+        let b = Metrics::new().expect("metrics");
+        a.counter(ORDERS, &[("outcome", "created"), ("strategy", "db")])
+            .increment(2);
+        a.counter(ORDERS, &[("outcome", "created"), ("strategy", "db")])
+            .increment(1);
+        b.counter(ORDERS, &[("outcome", "created"), ("strategy", "db")])
+            .increment(5);
+        assert!(
+            a.render()
+                .contains(r#"oversell_orders_total{outcome="created",strategy="db"} 3"#),
+            "{}",
+            a.render()
+        );
+        assert!(
+            b.render()
+                .contains(r#"oversell_orders_total{outcome="created",strategy="db"} 5"#)
+        );
+    }
+
+    #[test]
+    fn disabled_metrics_record_nothing() {
+        let off = Metrics::disabled();
+        off.counter(ORDERS, &[("outcome", "created")]).increment(1);
+        assert_eq!(off.render(), "");
+    }
+
+    #[test]
+    fn latency_histograms_use_seconds_buckets() {
+        let m = Metrics::new().expect("metrics");
+        m.histogram(ORDER_SECONDS, &[("strategy", "db")])
+            .record(0.003);
+        let text = m.render();
+        assert!(
+            text.contains(r#"oversell_order_duration_seconds_bucket{strategy="db",le="0.005"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP oversell_order_duration_seconds"),
+            "{text}"
+        );
+    }
 }

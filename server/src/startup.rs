@@ -8,10 +8,12 @@ use crate::api;
 use crate::background::BackgroundTask;
 use crate::config::{Config, Strategy};
 use crate::db::{Database, items};
-use crate::orders::OrderPipeline;
-use crate::orders::idempotency::{IdempotencyStore, redis::RedisRecords, sql::SqlRecords};
+use crate::hot_items::HotItems;
+use crate::metrics::Metrics;
+use crate::orders::idempotency::{redis::RedisRecords, sql::SqlRecords};
 use crate::orders::ledger::{Backoff, Ledger};
 use crate::orders::reserve::ReserveStage;
+use crate::orders::{OrderPipeline, Records};
 use crate::redis_conn::RedisConn;
 use crate::reservation::{ReservationStore, memory::InProcessStore, reaper, redis::RedisStore};
 use crate::session::{cookie_key, ensure_buyer};
@@ -51,7 +53,8 @@ impl Application {
     /// # Errors
     /// Any dependency that cannot be reached or set up, with context.
     pub async fn build(config: Config, leptos: LeptosOptions) -> anyhow::Result<Self> {
-        let metrics = crate::metrics::install()?;
+        let metrics = Arc::new(Metrics::new()?);
+        let hot_items = Arc::new(HotItems::new());
         let db = Database::connect(&config.database_url, config.database_max_connections)
             .await
             .with_context(|| format!("database {}", config.database_url_redacted()))?;
@@ -62,27 +65,33 @@ impl Application {
             }
         }
 
+        // Strategy A needs a reservation store: Redis when configured, else
+        // the in-process store. It is built when A is the default or may be
+        // asked for per request.
         let redis = RedisConn::connect(&config.redis, config.redis_timeout).await?;
-        let reservation: Option<Arc<dyn ReservationStore>> = match (config.strategy, &redis) {
-            (Strategy::DbOnly, _) => None,
-            (Strategy::RedisThenDb, Some(conn)) => Some(Arc::new(RedisStore::new(
+        let strategy_a_possible =
+            config.strategy == Strategy::RedisThenDb || config.allow_strategy_override;
+        let reservation: Option<Arc<dyn ReservationStore>> = match (strategy_a_possible, &redis) {
+            (false, _) => None,
+            (true, Some(conn)) => Some(Arc::new(RedisStore::new(
                 conn.clone(),
                 config.redis_key_prefix.clone(),
             ))),
-            (Strategy::RedisThenDb, None) => Some(Arc::new(InProcessStore::new())),
+            (true, None) => Some(Arc::new(InProcessStore::new())),
         };
         let mut background = Vec::new();
-        let idempotency: Arc<dyn IdempotencyStore> = match (config.strategy, &redis) {
-            (Strategy::RedisThenDb, Some(conn)) => Arc::new(RedisRecords::new(
-                conn.clone(),
-                config.redis_key_prefix.clone(),
-                config.idempotency_ttl,
-            )),
-            _ => {
-                let records = Arc::new(SqlRecords::new(db.clone(), config.idempotency_ttl));
-                background.push(spawn_purge(records.clone()));
-                records
-            }
+        let sql_records = Arc::new(SqlRecords::new(db.clone(), config.idempotency_ttl));
+        background.push(spawn_purge(sql_records.clone()));
+        let records = Records {
+            redis_then_db: match &redis {
+                Some(conn) => Arc::new(RedisRecords::new(
+                    conn.clone(),
+                    config.redis_key_prefix.clone(),
+                    config.idempotency_ttl,
+                )),
+                None => sql_records.clone(),
+            },
+            db_only: sql_records,
         };
         let ledger = Ledger::new(
             db.clone(),
@@ -91,21 +100,29 @@ impl Application {
                 base: config.ledger_backoff_base,
                 cap: config.ledger_backoff_cap,
             },
+            metrics.clone(),
         );
         let reserve_stage = reservation
             .clone()
-            .map(|store| ReserveStage::new(store, db.clone()));
+            .map(|store| ReserveStage::new(store, db.clone(), metrics.clone()));
         let pipeline = OrderPipeline::new(
             config.strategy,
-            idempotency,
+            records,
             reserve_stage,
             ledger,
             config.hold_ttl,
+            metrics.clone(),
+            hot_items.clone(),
         );
 
         if let Some(store) = &reservation {
-            background.push(reaper::spawn(store.clone(), config.reaper_interval));
+            background.push(reaper::spawn(
+                store.clone(),
+                metrics.clone(),
+                config.reaper_interval,
+            ));
         }
+        background.push(spawn_metrics_upkeep(metrics.clone()));
 
         let admin_token = match &config.admin_token {
             Some(token) => token.clone(),
@@ -140,6 +157,7 @@ impl Application {
             pipeline,
             admin_token,
             metrics,
+            hot_items,
             guard_totals: GuardTotals::default(),
         }));
         let router = router(state.clone());
@@ -190,6 +208,17 @@ impl Application {
         state.db.close().await;
         Ok(())
     }
+}
+
+/// Histogram upkeep, which the recorder leaves to its owner.
+fn spawn_metrics_upkeep(metrics: Arc<Metrics>) -> BackgroundTask {
+    BackgroundTask::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            ticker.tick().await;
+            metrics.run_upkeep();
+        }
+    })
 }
 
 fn spawn_purge(records: Arc<SqlRecords>) -> BackgroundTask {

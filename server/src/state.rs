@@ -7,6 +7,8 @@
 
 use crate::config::Config;
 use crate::db::{Database, items};
+use crate::hot_items::HotItems;
+use crate::metrics::Metrics;
 use crate::orders::OrderPipeline;
 use crate::reservation::ReservationStore;
 use app::checkout::{Checkout, GuardCounts, Placement};
@@ -15,7 +17,6 @@ use app::model::{ErrorCode, Item, KeyOutcome, OrderError, OrderRequest};
 use axum::extract::FromRef;
 use axum_extra::extract::cookie::Key;
 use leptos::config::LeptosOptions;
-use metrics_exporter_prometheus::PrometheusHandle;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +30,8 @@ pub struct AppContext {
     pub pipeline: OrderPipeline,
     pub cookie_key: Key,
     pub admin_token: String,
-    pub metrics: PrometheusHandle,
+    pub metrics: Arc<Metrics>,
+    pub hot_items: Arc<HotItems>,
     pub guard_totals: GuardTotals,
 }
 
@@ -99,7 +101,9 @@ impl Checkout for AppContext {
         key: &IdempotencyKey,
         request: OrderRequest,
     ) -> Placement {
-        self.pipeline.place(buyer, key, request).await
+        self.pipeline
+            .place(buyer, key, request, self.pipeline.strategy())
+            .await
     }
 
     async fn outcome_by_key(

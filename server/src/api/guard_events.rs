@@ -45,7 +45,10 @@ pub async fn record(State(state): State<AppState>, body: Bytes) -> Result<Status
     }
     for (reason, n) in counts {
         if n > 0 {
-            metrics::counter!(m::BROWSER_INTERCEPTS, "reason" => reason).increment(u64::from(n));
+            state
+                .metrics
+                .counter(m::BROWSER_INTERCEPTS, &[("reason", reason)])
+                .increment(u64::from(n));
         }
     }
     state.guard_totals.add(GuardCounts {

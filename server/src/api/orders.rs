@@ -1,6 +1,7 @@
 //! `POST /api/orders` and `GET /api/orders/by-key/{key}`.
 
 use super::{ApiJson, IdempotencyKeyHeader};
+use crate::config::Strategy;
 use crate::error::{ApiError, error_response};
 use crate::session::Buyer;
 use crate::state::AppState;
@@ -9,21 +10,25 @@ use app::domain::IdempotencyKey;
 use app::model::{KeyOutcome, OrderRequest};
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// Per-request strategy (`redis+db` or `db`), honoured only with
+/// `ALLOW_STRATEGY_OVERRIDE=true`.
+pub const ORDER_STRATEGY: HeaderName = HeaderName::from_static("x-order-strategy");
 
 /// Places an order: 201 with the receipt, or the refusal. A replay answers
 /// the stored status and body with `Idempotent-Replayed: true`.
-#[tracing::instrument(name = "POST /api/orders", skip_all)]
 pub async fn create(
     State(state): State<AppState>,
     Buyer(buyer): Buyer,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<OrderRequest>,
-) -> Response {
-    let placement = state.0.place_order(&buyer, &key, request).await;
+) -> Result<Response, ApiError> {
+    let strategy = requested_strategy(&state, &headers)?;
+    let placement = state.pipeline.place(&buyer, &key, request, strategy).await;
     let mut response = match &placement.result {
         Ok(receipt) => (StatusCode::CREATED, Json(receipt)).into_response(),
         Err(error) => error_response(error),
@@ -33,7 +38,31 @@ pub async fn create(
             .headers_mut()
             .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
-    response
+    Ok(response)
+}
+
+/// The server's strategy, or the one `X-Order-Strategy` asks for when
+/// overrides are allowed.
+fn requested_strategy(state: &AppState, headers: &HeaderMap) -> Result<Strategy, ApiError> {
+    let Some(raw) = headers.get(ORDER_STRATEGY) else {
+        return Ok(state.pipeline.strategy());
+    };
+    if !state.config.allow_strategy_override {
+        return Err(ApiError::invalid(
+            "X-Order-Strategy is disabled on this server (ALLOW_STRATEGY_OVERRIDE)",
+        ));
+    }
+    let strategy = raw
+        .to_str()
+        .ok()
+        .and_then(Strategy::parse)
+        .ok_or_else(|| ApiError::invalid("X-Order-Strategy must be redis+db or db"))?;
+    if !state.pipeline.supports(strategy) {
+        return Err(ApiError::invalid(
+            "this server has no reservation store for redis+db",
+        ));
+    }
+    Ok(strategy)
 }
 
 /// The outcome of this buyer's attempt with `key`: `{"state": "order",

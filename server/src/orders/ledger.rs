@@ -20,11 +20,12 @@
 //! instead of failing a read-to-write lock upgrade.
 
 use crate::db::{Database, is_unique_violation, now_ms};
-use crate::metrics as m;
+use crate::metrics::{self as m, Metrics};
 use app::domain::{BuyerId, IdempotencyKey, ItemId, Quantity};
 use app::model::{OrderRequest, OrderStatus, Receipt};
 use rand::Rng;
 use sqlx::Row;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Retry policy for version conflicts.
@@ -78,6 +79,7 @@ pub enum LedgerRefusal {
 pub struct Ledger {
     db: Database,
     backoff: Backoff,
+    metrics: Arc<Metrics>,
 }
 
 struct InventoryRow {
@@ -93,8 +95,12 @@ enum Attempt {
 }
 
 impl Ledger {
-    pub fn new(db: Database, backoff: Backoff) -> Self {
-        Self { db, backoff }
+    pub fn new(db: Database, backoff: Backoff, metrics: Arc<Metrics>) -> Self {
+        Self {
+            db,
+            backoff,
+            metrics,
+        }
     }
 
     /// Writes the order, retrying version conflicts.
@@ -108,17 +114,26 @@ impl Ledger {
         buyer: &BuyerId,
         key: &IdempotencyKey,
         request: OrderRequest,
+        strategy: &'static str,
     ) -> Result<Written, LedgerRefusal> {
+        let attempts = |result: &'static str| {
+            self.metrics.counter(
+                m::DB_UPDATE_ATTEMPTS,
+                &[("result", result), ("strategy", strategy)],
+            )
+        };
         for attempt in 1..=self.backoff.max_attempts {
             match self.attempt(buyer, key, request).await? {
                 Attempt::Written(written) => {
-                    metrics::counter!(m::DB_UPDATE_ATTEMPTS, "result" => "ok").increment(1);
+                    attempts("ok").increment(1);
                     return Ok(written);
                 }
                 Attempt::Conflict => {
-                    metrics::counter!(m::DB_UPDATE_ATTEMPTS, "result" => "conflict").increment(1);
+                    attempts("conflict").increment(1);
                     if attempt < self.backoff.max_attempts {
-                        metrics::counter!(m::DB_RETRIES).increment(1);
+                        self.metrics
+                            .counter(m::DB_RETRIES, &[("strategy", strategy)])
+                            .increment(1);
                         tokio::time::sleep(self.backoff.delay(attempt)).await;
                     }
                 }

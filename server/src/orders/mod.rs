@@ -23,7 +23,8 @@ pub mod reserve;
 pub mod settle;
 
 use crate::config::Strategy;
-use crate::metrics as m;
+use crate::hot_items::HotItems;
+use crate::metrics::{self as m, Metrics};
 use crate::reservation::{Hold, HoldDeadline, HoldToken};
 use app::checkout::Placement;
 use app::domain::{BuyerId, IdempotencyKey};
@@ -33,13 +34,35 @@ use ledger::{Ledger, LedgerRefusal, Written};
 use reserve::{ReserveFailure, ReserveStage};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+/// Where each strategy keeps its idempotency records: strategy A in Redis
+/// when Redis is configured (so requests Redis turns away never touch the
+/// database), strategy B in the database.
+pub struct Records {
+    pub redis_then_db: Arc<dyn IdempotencyStore>,
+    pub db_only: Arc<dyn IdempotencyStore>,
+}
+
+impl Records {
+    fn of(&self, strategy: Strategy) -> &Arc<dyn IdempotencyStore> {
+        match strategy {
+            Strategy::RedisThenDb => &self.redis_then_db,
+            Strategy::DbOnly => &self.db_only,
+        }
+    }
+}
 
 pub struct OrderPipeline {
-    strategy: Strategy,
-    idempotency: Arc<dyn IdempotencyStore>,
+    default_strategy: Strategy,
+    records: Records,
+    /// Present when strategy A can run (it is the default, or per-request
+    /// overrides are allowed).
     reservation: Option<ReserveStage>,
     ledger: Ledger,
     hold_ttl: Duration,
+    metrics: Arc<Metrics>,
+    hot_items: Arc<HotItems>,
 }
 
 /// What one run of stages 3 to 5 produced.
@@ -52,53 +75,97 @@ enum Outcome {
 
 impl OrderPipeline {
     pub fn new(
-        strategy: Strategy,
-        idempotency: Arc<dyn IdempotencyStore>,
+        default_strategy: Strategy,
+        records: Records,
         reservation: Option<ReserveStage>,
         ledger: Ledger,
         hold_ttl: Duration,
+        metrics: Arc<Metrics>,
+        hot_items: Arc<HotItems>,
     ) -> Self {
-        let reservation = match strategy {
-            Strategy::RedisThenDb => reservation,
-            Strategy::DbOnly => None,
-        };
         Self {
-            strategy,
-            idempotency,
+            default_strategy,
+            records,
             reservation,
             ledger,
             hold_ttl,
+            metrics,
+            hot_items,
         }
     }
 
     pub fn strategy(&self) -> Strategy {
-        self.strategy
+        self.default_strategy
+    }
+
+    /// Whether this pipeline can run `strategy` (A needs a reservation store).
+    pub fn supports(&self, strategy: Strategy) -> bool {
+        strategy == Strategy::DbOnly || self.reservation.is_some()
     }
 
     pub fn idempotency_kind(&self) -> &'static str {
-        self.idempotency.kind()
+        self.records.of(self.default_strategy).kind()
     }
 
-    /// Places one order for one intent to buy.
-    #[tracing::instrument(name = "order", skip_all, fields(buyer = %buyer, key = %key, item = %request.item_id, qty = request.qty.get(), strategy = self.strategy.label()))]
+    /// Places one order for one intent to buy, with the given strategy
+    /// (which the caller checked with [`OrderPipeline::supports`]; strategy A
+    /// without a store runs as B).
     pub async fn place(
         &self,
         buyer: &BuyerId,
         key: &IdempotencyKey,
         request: OrderRequest,
+        strategy: Strategy,
     ) -> Placement {
-        let started = Instant::now();
-        let placement = self.place_inner(buyer, key, request).await;
-        let outcome = match (&placement.result, placement.replayed) {
-            (Ok(_), false) => "created",
-            (Ok(_), true) => "replayed",
-            (Err(e), _) => e.code.as_str(),
+        let strategy = if self.supports(strategy) {
+            strategy
+        } else {
+            Strategy::DbOnly
         };
-        metrics::counter!(m::ORDERS, "outcome" => outcome, "strategy" => self.strategy.label())
+        let span = tracing::info_span!(
+            "order",
+            buyer = %buyer,
+            key = %key,
+            item = %request.item_id,
+            qty = request.qty.get(),
+            strategy = strategy.label(),
+        );
+        async {
+            let started = Instant::now();
+            self.hot_items.record(request.item_id);
+            let placement = self.place_inner(buyer, key, request, strategy).await;
+            let outcome = match (&placement.result, placement.replayed) {
+                (Ok(_), false) => "created",
+                (Ok(_), true) => "replayed",
+                (Err(e), _) => e.code.as_str(),
+            };
+            let label = strategy.label();
+            self.metrics
+                .counter(m::ORDERS, &[("outcome", outcome), ("strategy", label)])
+                .increment(1);
+            self.metrics
+                .histogram(m::ORDER_SECONDS, &[("strategy", label)])
+                .record(started.elapsed());
+            placement
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn stage_timer(&self, stage: &'static str, strategy: Strategy) -> metrics::Histogram {
+        self.metrics.histogram(
+            m::STAGE_SECONDS,
+            &[("stage", stage), ("strategy", strategy.label())],
+        )
+    }
+
+    fn count_idempotency(&self, result: &'static str, strategy: Strategy) {
+        self.metrics
+            .counter(
+                m::IDEMPOTENCY,
+                &[("result", result), ("strategy", strategy.label())],
+            )
             .increment(1);
-        metrics::histogram!(m::ORDER_SECONDS, "strategy" => self.strategy.label())
-            .record(started.elapsed());
-        placement
     }
 
     async fn place_inner(
@@ -106,48 +173,52 @@ impl OrderPipeline {
         buyer: &BuyerId,
         key: &IdempotencyKey,
         request: OrderRequest,
+        strategy: Strategy,
     ) -> Placement {
         let scope = KeyScope {
             buyer: buyer.clone(),
             key: key.clone(),
         };
         let hash = request_hash(&request);
+        let records = self.records.of(strategy);
 
-        let stage = Instant::now();
-        let claim = self
-            .idempotency
+        let started = Instant::now();
+        let claim = records
             .claim(&scope, &hash, crate::db::now_ms())
+            .instrument(tracing::info_span!("idempotency", store = records.kind()))
             .await;
-        metrics::histogram!(m::STAGE_SECONDS, "stage" => "idempotency").record(stage.elapsed());
+        self.stage_timer("idempotency", strategy)
+            .record(started.elapsed());
         match claim {
-            Ok(Claim::Claimed) => count_idempotency("new"),
+            Ok(Claim::Claimed) => self.count_idempotency("new", strategy),
             Ok(Claim::Replay(stored)) => {
-                count_idempotency("replay");
+                self.count_idempotency("replay", strategy);
                 return replay(&stored);
             }
             Ok(Claim::InProgress) => {
-                count_idempotency("in_progress");
+                self.count_idempotency("in_progress", strategy);
                 return refuse(OrderError::new(
                     ErrorCode::RequestInProgress,
                     "a request with this Idempotency-Key is still running",
                 ));
             }
             Ok(Claim::KeyReused) => {
-                count_idempotency("mismatch");
+                self.count_idempotency("mismatch", strategy);
                 return refuse(key_reused());
             }
             Err(e) => {
+                self.count_idempotency("error", strategy);
                 tracing::error!(error = %e, "idempotency store failed");
                 // The claim may have been written before the answer was lost:
                 // drop it, so a retry is not told "in progress" for a lease.
-                if let Err(e) = self.idempotency.abandon(&scope, &hash).await {
+                if let Err(e) = records.abandon(&scope, &hash).await {
                     tracing::warn!(error = %e, "dropping a possibly written claim failed; it expires with its lease");
                 }
                 return refuse(unavailable());
             }
         }
 
-        let outcome = self.run_stages(buyer, key, request).await;
+        let outcome = self.run_stages(buyer, key, request, strategy).await;
 
         let (result, replayed) = match outcome {
             Outcome::Created(receipt) => (Ok(receipt), false),
@@ -159,7 +230,7 @@ impl OrderPipeline {
             Outcome::AlreadyOrdered(_) => (Err(key_reused()), false),
             Outcome::Refused(error) => (Err(error), false),
         };
-        self.record(&scope, &hash, &result).await;
+        self.record(records.as_ref(), &scope, &hash, &result).await;
         Placement { result, replayed }
     }
 
@@ -169,12 +240,23 @@ impl OrderPipeline {
         buyer: &BuyerId,
         key: &IdempotencyKey,
         request: OrderRequest,
+        strategy: Strategy,
     ) -> Outcome {
         let item = request.item_id;
+        let label = strategy.label();
         let token = HoldToken::new(buyer, key);
-        let held = match &self.reservation {
+        let reservation = match strategy {
+            Strategy::RedisThenDb => self.reservation.as_ref(),
+            Strategy::DbOnly => None,
+        };
+        let held = match reservation {
             None => {
-                metrics::counter!(m::RESERVATIONS, "result" => "skipped").increment(1);
+                self.metrics
+                    .counter(
+                        m::RESERVATIONS,
+                        &[("result", "skipped"), ("strategy", label)],
+                    )
+                    .increment(1);
                 None
             }
             Some(stage) => {
@@ -187,8 +269,11 @@ impl OrderPipeline {
                     ),
                 };
                 let started = Instant::now();
-                let reserved = stage.reserve(item, &hold).await;
-                metrics::histogram!(m::STAGE_SECONDS, "stage" => "reserve")
+                let reserved = stage
+                    .reserve(item, &hold, label)
+                    .instrument(tracing::info_span!("reserve", store = stage.store().kind()))
+                    .await;
+                self.stage_timer("reserve", strategy)
                     .record(started.elapsed());
                 match reserved {
                     Ok(held_by) => Some((stage, held_by)),
@@ -206,36 +291,56 @@ impl OrderPipeline {
         };
 
         let started = Instant::now();
-        let written = self.ledger.write(buyer, key, request).await;
-        metrics::histogram!(m::STAGE_SECONDS, "stage" => "ledger").record(started.elapsed());
+        let written = self.ledger.write(buyer, key, request, label).await;
+        self.stage_timer("ledger", strategy)
+            .record(started.elapsed());
 
         let started = Instant::now();
-        let outcome = match written {
-            Ok(Written::Created(receipt)) => {
-                if let Some((stage, _)) = held {
-                    settle::confirm(stage.store(), item, &token).await;
+        let settle_span = tracing::info_span!("settle");
+        let outcome = async {
+            match written {
+                Ok(Written::Created(receipt)) => {
+                    if let Some((stage, _)) = held {
+                        settle::confirm(stage.store(), &self.metrics, item, &token).await;
+                    }
+                    Outcome::Created(receipt)
                 }
-                Outcome::Created(receipt)
-            }
-            Ok(Written::AlreadyOrdered(receipt)) => {
-                if let Some((stage, held_by)) = held {
-                    settle::settle_duplicate(stage.store(), item, &token, held_by).await;
+                Ok(Written::AlreadyOrdered(receipt)) => {
+                    if let Some((stage, held_by)) = held {
+                        settle::settle_duplicate(
+                            stage.store(),
+                            &self.metrics,
+                            item,
+                            &token,
+                            held_by,
+                        )
+                        .await;
+                    }
+                    Outcome::AlreadyOrdered(receipt)
                 }
-                Outcome::AlreadyOrdered(receipt)
-            }
-            Err(refusal) => {
-                if let Some((stage, _)) = held {
-                    settle::release(stage.store(), item, &token).await;
+                Err(refusal) => {
+                    if let Some((stage, _)) = held {
+                        settle::release(stage.store(), &self.metrics, item, &token).await;
+                    }
+                    Outcome::Refused(ledger_error(refusal))
                 }
-                Outcome::Refused(ledger_error(refusal))
             }
-        };
-        metrics::histogram!(m::STAGE_SECONDS, "stage" => "settle").record(started.elapsed());
+        }
+        .instrument(settle_span)
+        .await;
+        self.stage_timer("settle", strategy)
+            .record(started.elapsed());
         outcome
     }
 
     /// Stores a definite outcome for replays; drops the claim otherwise.
-    async fn record(&self, scope: &KeyScope, hash: &str, result: &Result<Receipt, OrderError>) {
+    async fn record(
+        &self,
+        records: &dyn IdempotencyStore,
+        scope: &KeyScope,
+        hash: &str,
+        result: &Result<Receipt, OrderError>,
+    ) {
         let stored = match result {
             Ok(receipt) => {
                 serde_json::to_string(receipt).map(|body| StoredResponse { status: 201, body })
@@ -247,7 +352,7 @@ impl OrderPipeline {
                 })
             }
             Err(_) => {
-                if let Err(e) = self.idempotency.abandon(scope, hash).await {
+                if let Err(e) = records.abandon(scope, hash).await {
                     tracing::warn!(error = %e, "dropping the idempotency claim failed; it expires with its lease");
                 }
                 return;
@@ -255,7 +360,7 @@ impl OrderPipeline {
         };
         let written = match stored {
             Ok(stored) => {
-                self.idempotency
+                records
                     .finish(scope, hash, &stored, crate::db::now_ms())
                     .await
             }
@@ -280,18 +385,29 @@ impl OrderPipeline {
             buyer: buyer.clone(),
             key: key.clone(),
         };
-        let record = self.idempotency.lookup(&scope, crate::db::now_ms()).await;
-        match record {
-            Ok(Some(Record::Done(stored))) => {
-                return Ok(match replay(&stored).result {
-                    Ok(order) => KeyOutcome::Order { order },
-                    Err(error) => KeyOutcome::Failed { error },
-                });
-            }
-            Ok(Some(Record::Running)) => return Ok(KeyOutcome::InProgress),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "idempotency lookup failed; asking the orders table")
+        // The default strategy's records first, then the other's (overrides
+        // may have written there), then the orders table.
+        let mut stores = vec![self.records.of(self.default_strategy)];
+        let other = self.records.of(match self.default_strategy {
+            Strategy::RedisThenDb => Strategy::DbOnly,
+            Strategy::DbOnly => Strategy::RedisThenDb,
+        });
+        if !Arc::ptr_eq(stores[0], other) {
+            stores.push(other);
+        }
+        for store in stores {
+            match store.lookup(&scope, crate::db::now_ms()).await {
+                Ok(Some(Record::Done(stored))) => {
+                    return Ok(match replay(&stored).result {
+                        Ok(order) => KeyOutcome::Order { order },
+                        Err(error) => KeyOutcome::Failed { error },
+                    });
+                }
+                Ok(Some(Record::Running)) => return Ok(KeyOutcome::InProgress),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "idempotency lookup failed; asking the orders table")
+                }
             }
         }
         match self.ledger.order_by_key(buyer, key).await {
@@ -303,10 +419,6 @@ impl OrderPipeline {
             }
         }
     }
-}
-
-fn count_idempotency(result: &'static str) {
-    metrics::counter!(m::IDEMPOTENCY, "result" => result).increment(1);
 }
 
 fn refuse(error: OrderError) -> Placement {

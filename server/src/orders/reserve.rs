@@ -6,7 +6,7 @@
 //! over-limit requests stop here and never reach the database.
 
 use crate::db::{Database, items};
-use crate::metrics as m;
+use crate::metrics::{self as m, Metrics};
 use crate::reservation::{CounterSeed, Hold, ReservationStore, Reserved, StoreError};
 use app::domain::ItemId;
 use app::model::{ErrorCode, OrderError};
@@ -41,16 +41,18 @@ const LOAD_ROUNDS: usize = 3;
 pub struct ReserveStage {
     store: Arc<dyn ReservationStore>,
     db: Database,
+    metrics: Arc<Metrics>,
     /// One lock per item being loaded, so a burst on a cold item reads the
     /// database once instead of once per request.
     loading: Mutex<HashMap<ItemId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl ReserveStage {
-    pub fn new(store: Arc<dyn ReservationStore>, db: Database) -> Self {
+    pub fn new(store: Arc<dyn ReservationStore>, db: Database, metrics: Arc<Metrics>) -> Self {
         Self {
             store,
             db,
+            metrics,
             loading: Mutex::default(),
         }
     }
@@ -63,7 +65,20 @@ impl ReserveStage {
     ///
     /// # Errors
     /// Sold out, over the limit, unknown item, or a failing store/database.
-    pub async fn reserve(&self, item: ItemId, hold: &Hold) -> Result<HeldBy, ReserveFailure> {
+    pub async fn reserve(
+        &self,
+        item: ItemId,
+        hold: &Hold,
+        strategy: &'static str,
+    ) -> Result<HeldBy, ReserveFailure> {
+        let count = |result: &'static str| {
+            self.metrics
+                .counter(
+                    m::RESERVATIONS,
+                    &[("result", result), ("strategy", strategy)],
+                )
+                .increment(1);
+        };
         for _ in 0..LOAD_ROUNDS {
             let answer = match self.store.reserve(item, hold).await {
                 Ok(answer) => answer,
@@ -166,10 +181,6 @@ impl ReserveStage {
         tracing::info!(%item, counter, db_stock = row.stock, "loaded reservation counter from the database");
         Ok(())
     }
-}
-
-fn count(result: &'static str) {
-    metrics::counter!(m::RESERVATIONS, "result" => result).increment(1);
 }
 
 pub fn sold_out(available: i64) -> OrderError {

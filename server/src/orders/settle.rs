@@ -13,7 +13,7 @@
 //! late retry still converges.
 
 use super::reserve::HeldBy;
-use crate::metrics as m;
+use crate::metrics::{self as m, Metrics};
 use crate::reservation::{Confirmed, HoldToken, ReservationStore};
 use app::domain::ItemId;
 use std::sync::Arc;
@@ -23,7 +23,12 @@ use std::time::Duration;
 /// minute in all).
 const CONFIRM_RETRIES: u32 = 12;
 
-pub async fn confirm(store: &Arc<dyn ReservationStore>, item: ItemId, token: &HoldToken) {
+pub async fn confirm(
+    store: &Arc<dyn ReservationStore>,
+    metrics: &Arc<Metrics>,
+    item: ItemId,
+    token: &HoldToken,
+) {
     let result = match store.confirm(item, token).await {
         Ok(Confirmed::HoldEnded) => "hold_ended",
         Ok(Confirmed::TakenAfterReap) => {
@@ -36,21 +41,35 @@ pub async fn confirm(store: &Arc<dyn ReservationStore>, item: ItemId, token: &Ho
         }
         Err(e) => {
             tracing::warn!(%item, error = %e, "confirm failed; retrying in the background");
-            tokio::spawn(retry_confirm(store.clone(), item, token.clone()));
+            tokio::spawn(retry_confirm(
+                store.clone(),
+                metrics.clone(),
+                item,
+                token.clone(),
+            ));
             "error"
         }
     };
-    metrics::counter!(m::CONFIRMS, "result" => result).increment(1);
+    metrics
+        .counter(m::CONFIRMS, &[("result", result)])
+        .increment(1);
 }
 
-async fn retry_confirm(store: Arc<dyn ReservationStore>, item: ItemId, token: HoldToken) {
+async fn retry_confirm(
+    store: Arc<dyn ReservationStore>,
+    metrics: Arc<Metrics>,
+    item: ItemId,
+    token: HoldToken,
+) {
     let mut pause = Duration::from_millis(50);
     for _ in 0..CONFIRM_RETRIES {
         tokio::time::sleep(pause).await;
         match store.confirm(item, &token).await {
             Ok(outcome) => {
                 tracing::info!(%item, ?outcome, "confirm succeeded on retry");
-                metrics::counter!(m::CONFIRMS, "result" => "retried").increment(1);
+                metrics
+                    .counter(m::CONFIRMS, &[("result", "retried")])
+                    .increment(1);
                 return;
             }
             Err(e) => tracing::warn!(%item, error = %e, "confirm retry failed"),
@@ -60,7 +79,12 @@ async fn retry_confirm(store: Arc<dyn ReservationStore>, item: ItemId, token: Ho
     tracing::error!(%item, %token, "confirm gave up; the counter stays above the database until reconciled");
 }
 
-pub async fn release(store: &Arc<dyn ReservationStore>, item: ItemId, token: &HoldToken) {
+pub async fn release(
+    store: &Arc<dyn ReservationStore>,
+    metrics: &Metrics,
+    item: ItemId,
+    token: &HoldToken,
+) {
     let result = match store.release(item, token).await {
         Ok(true) => "given_back",
         Ok(false) => "nothing_held",
@@ -69,7 +93,9 @@ pub async fn release(store: &Arc<dyn ReservationStore>, item: ItemId, token: &Ho
             "error"
         }
     };
-    metrics::counter!(m::RELEASES, "result" => result).increment(1);
+    metrics
+        .counter(m::RELEASES, &[("result", result)])
+        .increment(1);
 }
 
 /// After the ledger found the (buyer, key) already ordered: a hold from an
@@ -77,12 +103,13 @@ pub async fn release(store: &Arc<dyn ReservationStore>, item: ItemId, token: &Ho
 /// request took is surplus and given back.
 pub async fn settle_duplicate(
     store: &Arc<dyn ReservationStore>,
+    metrics: &Arc<Metrics>,
     item: ItemId,
     token: &HoldToken,
     held_by: HeldBy,
 ) {
     match held_by {
-        HeldBy::EarlierAttempt => confirm(store, item, token).await,
-        HeldBy::ThisRequest => release(store, item, token).await,
+        HeldBy::EarlierAttempt => confirm(store, metrics, item, token).await,
+        HeldBy::ThisRequest => release(store, metrics, item, token).await,
     }
 }

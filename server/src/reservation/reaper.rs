@@ -7,7 +7,7 @@
 
 use super::ReservationStore;
 use crate::background::BackgroundTask;
-use crate::metrics as m;
+use crate::metrics::{self as m, Metrics};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,11 @@ use std::time::Duration;
 ///
 /// # Errors
 /// The store failed; items reaped before the failure stay reaped.
-pub async fn reap_all(store: &dyn ReservationStore, now_ms: i64) -> Result<u64, super::StoreError> {
+pub async fn reap_all(
+    store: &dyn ReservationStore,
+    metrics: &Metrics,
+    now_ms: i64,
+) -> Result<u64, super::StoreError> {
     let mut given_back = 0;
     let mut live = 0;
     for item in store.items_with_holds().await? {
@@ -23,19 +27,23 @@ pub async fn reap_all(store: &dyn ReservationStore, now_ms: i64) -> Result<u64, 
         given_back += reaped.given_back;
         live += reaped.holds_left;
     }
-    metrics::counter!(m::HOLDS_REAPED).increment(given_back);
-    metrics::gauge!(m::HOLDS_LIVE).set(live as f64);
+    metrics.counter(m::HOLDS_REAPED, &[]).increment(given_back);
+    metrics.gauge(m::HOLDS_LIVE, &[]).set(live as f64);
     Ok(given_back)
 }
 
 /// Starts reaping every `interval`, with the wall clock, until dropped.
-pub fn spawn(store: Arc<dyn ReservationStore>, interval: Duration) -> BackgroundTask {
+pub fn spawn(
+    store: Arc<dyn ReservationStore>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+) -> BackgroundTask {
     BackgroundTask::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            match reap_all(store.as_ref(), crate::db::now_ms()).await {
+            match reap_all(store.as_ref(), &metrics, crate::db::now_ms()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(given_back = n, "reaped expired holds"),
                 Err(e) => tracing::warn!(error = %e, "reaper pass failed; retrying next interval"),

@@ -66,6 +66,7 @@ async fn the_same_buyer_and_key_never_produce_two_orders_even_when_racing() {
                 base: Duration::from_millis(1),
                 cap: Duration::from_millis(20),
             },
+            app.state.metrics.clone(),
         );
         let buyer = BuyerId::parse("00000000-0000-4000-8000-000000000001").expect("buyer");
         let key = IdempotencyKey::parse("same-intent").expect("key");
@@ -73,7 +74,7 @@ async fn the_same_buyer_and_key_never_produce_two_orders_even_when_racing() {
             item_id: item.id,
             qty: Quantity::new(2).expect("qty"),
         };
-        let results = join_all((0..20).map(|_| ledger.write(&buyer, &key, request))).await;
+        let results = join_all((0..20).map(|_| ledger.write(&buyer, &key, request, "db"))).await;
         let mut created = Vec::new();
         let mut already = Vec::new();
         for result in results {

@@ -6,6 +6,7 @@
 use crate::harness::TestRedis;
 use app::domain::{BuyerId, IdempotencyKey, ItemId, Quantity};
 use futures_util::future::join_all;
+use server::metrics::Metrics;
 use server::reservation::memory::InProcessStore;
 use server::reservation::redis::RedisStore;
 use server::reservation::{
@@ -344,7 +345,9 @@ async fn the_reaper_worklist_holds_exactly_the_items_with_holds(store: &dyn Rese
     );
     store.confirm(item(12), &a.token).await.expect("confirm");
     assert_eq!(
-        reaper::reap_all(store, NOW + TTL).await.ok(),
+        reaper::reap_all(store, &Metrics::disabled(), NOW + TTL)
+            .await
+            .ok(),
         Some(1),
         "b expired"
     );
@@ -362,9 +365,10 @@ async fn two_reapers_at_once_give_each_hold_back_once(store: &dyn ReservationSto
         store.reserve(item(14), h).await.expect("reserve");
     }
     assert_eq!(store.counter(item(14)).await.ok(), Some(Some(50)));
+    let metrics = Metrics::disabled();
     let (a, b) = tokio::join!(
-        reaper::reap_all(store, NOW + TTL),
-        reaper::reap_all(store, NOW + TTL)
+        reaper::reap_all(store, &metrics, NOW + TTL),
+        reaper::reap_all(store, &metrics, NOW + TTL)
     );
     assert_eq!(
         a.expect("reaper a") + b.expect("reaper b"),
