@@ -98,6 +98,19 @@ pub struct Strings {
     pub outcome_unknown: &'static str,
     pub waiting_visible: &'static str,
     pub dashboard: &'static str,
+    pub admin_token: &'static str,
+    pub sign_in: &'static str,
+    pub sign_out: &'static str,
+    pub wrong_token: &'static str,
+    pub throughput: &'static str,
+    pub latency_p99: &'static str,
+    pub lua_success: &'static str,
+    pub db_conflict: &'static str,
+    pub intercept_rate: &'static str,
+    pub hot_items: &'static str,
+    pub orders_created: &'static str,
+    pub intercepts_total: &'static str,
+    pub live: &'static str,
 }
 
 impl Strings {
@@ -163,6 +176,19 @@ static EN: Strings = Strings {
     outcome_unknown: "We could not confirm your order yet. Trying again keeps the same order.",
     waiting_visible: "Will check your order when you come back to this page.",
     dashboard: "Dashboard",
+    admin_token: "Admin token",
+    sign_in: "Sign in",
+    sign_out: "Sign out",
+    wrong_token: "That token is not right.",
+    throughput: "Orders per second",
+    latency_p99: "Order latency p99 (ms)",
+    lua_success: "Lua reservation success (%)",
+    db_conflict: "Database conflict rate (%)",
+    intercept_rate: "Browser intercept rate (%)",
+    hot_items: "Hottest items (requests/s)",
+    orders_created: "Orders created",
+    intercepts_total: "Taps intercepted",
+    live: "Live, refreshed every 2 s",
 };
 
 static ZH_CN: Strings = Strings {
@@ -190,6 +216,19 @@ static ZH_CN: Strings = Strings {
     outcome_unknown: "暂时无法确认订单结果。重试不会重复下单。",
     waiting_visible: "回到本页面后将自动查询订单结果。",
     dashboard: "看板",
+    admin_token: "管理员令牌",
+    sign_in: "登录",
+    sign_out: "退出",
+    wrong_token: "令牌不正确。",
+    throughput: "每秒订单数",
+    latency_p99: "下单延迟 p99(毫秒)",
+    lua_success: "Lua 预占成功率(%)",
+    db_conflict: "数据库乐观锁冲突率(%)",
+    intercept_rate: "前端防重拦截率(%)",
+    hot_items: "热门商品(请求/秒)",
+    orders_created: "已创建订单",
+    intercepts_total: "已拦截点击",
+    live: "实时,每 2 秒刷新",
 };
 
 #[cfg(test)]

@@ -13,7 +13,8 @@
 //! - [`checkout`] (`ssr` only): the port the server implements with its order
 //!   pipeline.
 //! - [`pages`]: the routes and their components; [`pages::buy`] is the Buy
-//!   panel and its browser glue.
+//!   panel and its browser glue, [`pages::admin`] the dashboard page.
+//! - [`dashboard`]: the dashboard's data types and SVG charts.
 //!
 //! The `ssr` feature builds the server half, `hydrate` the wasm half.
 
@@ -21,6 +22,7 @@
 
 #[cfg(feature = "ssr")]
 pub mod checkout;
+pub mod dashboard;
 pub mod domain;
 pub mod guard;
 pub mod i18n;

@@ -48,3 +48,21 @@ pub async fn order_outcome(idempotency_key: IdempotencyKey) -> Result<KeyOutcome
         .outcome_by_key(&buyer, &idempotency_key)
         .await
 }
+
+/// The dashboard's data, for an admin session only.
+#[server(prefix = "/sfn", endpoint = "dashboard")]
+pub async fn dashboard_data() -> Result<crate::dashboard::DashboardData, OrderError> {
+    use crate::dashboard::{AdminSession, SharedDashboard};
+    use crate::model::ErrorCode;
+    let is_admin = use_context::<http::request::Parts>()
+        .is_some_and(|parts| parts.extensions.get::<AdminSession>().is_some());
+    if !is_admin {
+        return Err(OrderError::new(
+            ErrorCode::Unauthorized,
+            "admin session required",
+        ));
+    }
+    let source = use_context::<SharedDashboard>()
+        .ok_or_else(|| OrderError::new(ErrorCode::Internal, "dashboard is not wired"))?;
+    Ok(source.dashboard().await)
+}

@@ -20,6 +20,7 @@
 //!   a single Redis or a cluster.
 //! - [`db`]: the SQL database (SQLite, PostgreSQL, MySQL/MariaDB) and
 //!   inventory queries.
+//! - [`dashboard`]: samples this server's metrics for the admin dashboard.
 //! - [`error`]: the HTTP error type; [`metrics`]: this server's Prometheus
 //!   recorder; [`hot_items`]: the bounded, decaying top-k of busy items;
 //!   [`background`]: tasks that stop with their owner.
@@ -27,6 +28,7 @@
 pub mod api;
 pub mod background;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod error;
 pub mod hot_items;

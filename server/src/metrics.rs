@@ -92,7 +92,71 @@ impl Metrics {
             recorder: Some(recorder),
         };
         metrics.describe();
+        metrics.preregister();
         Ok(metrics)
+    }
+
+    /// Registers every fixed series at zero, so a rate over a fact that has
+    /// not happened yet reads 0 instead of "no data" on dashboards and in
+    /// alert rules.
+    fn preregister(&self) {
+        for strategy in ["redis+db", "db"] {
+            for outcome in [
+                "created",
+                "replayed",
+                "sold_out",
+                "stock_conflict",
+                "limit_exceeded",
+                "unavailable",
+            ] {
+                self.counter(ORDERS, &[("outcome", outcome), ("strategy", strategy)])
+                    .increment(0);
+            }
+            for result in [
+                "ok",
+                "already_held",
+                "sold_out",
+                "limit",
+                "not_loaded",
+                "error",
+                "skipped",
+            ] {
+                self.counter(RESERVATIONS, &[("result", result), ("strategy", strategy)])
+                    .increment(0);
+            }
+            for result in ["ok", "conflict"] {
+                self.counter(
+                    DB_UPDATE_ATTEMPTS,
+                    &[("result", result), ("strategy", strategy)],
+                )
+                .increment(0);
+            }
+            self.counter(DB_RETRIES, &[("strategy", strategy)])
+                .increment(0);
+            for result in ["new", "replay", "in_progress", "mismatch", "error"] {
+                self.counter(IDEMPOTENCY, &[("result", result), ("strategy", strategy)])
+                    .increment(0);
+            }
+            let _registered = self.histogram(ORDER_SECONDS, &[("strategy", strategy)]);
+        }
+        for result in [
+            "hold_ended",
+            "taken_after_reap",
+            "no_hold",
+            "error",
+            "retried",
+        ] {
+            self.counter(CONFIRMS, &[("result", result)]).increment(0);
+        }
+        for result in ["given_back", "nothing_held", "error"] {
+            self.counter(RELEASES, &[("result", result)]).increment(0);
+        }
+        for reason in ["swallowed_tap", "restore_lookup", "hidden_block"] {
+            self.counter(BROWSER_INTERCEPTS, &[("reason", reason)])
+                .increment(0);
+        }
+        self.counter(HOLDS_REAPED, &[]).increment(0);
+        self.gauge(HOLDS_LIVE, &[]).set(0.0);
     }
 
     /// Records nothing.

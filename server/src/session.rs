@@ -20,6 +20,9 @@ use axum_extra::extract::cookie::{Cookie, Key, SameSite, SignedCookieJar};
 
 pub const BUYER_COOKIE: &str = "buyer";
 const MAX_AGE_DAYS: i64 = 30;
+/// The dashboard's admin session: signed, HttpOnly, SameSite=Strict, 12 h.
+pub const ADMIN_COOKIE: &str = "admin";
+const ADMIN_MAX_AGE_HOURS: i64 = 12;
 
 /// The cookie key: derived from `COOKIE_SECRET`, or random for this process.
 pub fn cookie_key(secret: Option<&str>) -> Key {
@@ -57,6 +60,30 @@ fn time_days(days: i64) -> cookie::time::Duration {
     cookie::time::Duration::days(days)
 }
 
+/// Whether the request carries a valid admin session.
+pub fn is_admin(headers: &axum::http::HeaderMap, key: &Key) -> bool {
+    let jar = SignedCookieJar::from_headers(headers, key.clone());
+    jar.get(ADMIN_COOKIE).is_some_and(|c| c.value() == "1")
+}
+
+/// The `Set-Cookie` value of a new admin session, or of its removal.
+pub fn admin_cookie(key: &Key, secure: bool, signed_in: bool) -> Option<HeaderValue> {
+    let mut cookie = Cookie::build((ADMIN_COOKIE, if signed_in { "1" } else { "" }))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure)
+        .path("/");
+    cookie = if signed_in {
+        cookie.max_age(cookie::time::Duration::hours(ADMIN_MAX_AGE_HOURS))
+    } else {
+        cookie.max_age(cookie::time::Duration::ZERO)
+    };
+    let signed = SignedCookieJar::new(key.clone())
+        .add(cookie.build())
+        .into_response();
+    signed.headers().get(SET_COOKIE).cloned()
+}
+
 /// The buyer of an API call; 401 without a valid cookie.
 pub struct Buyer(pub BuyerId);
 
@@ -76,7 +103,8 @@ impl FromRequestParts<AppState> for Buyer {
 }
 
 /// Middleware for pages, server functions and the no-JavaScript form: puts
-/// the request's buyer into its extensions, minting one (and setting its
+/// the request's buyer (and an admin session marker, when signed in) into its
+/// extensions, minting one (and setting its
 /// cookie on the response) on a first visit.
 pub async fn ensure_buyer(
     State(state): State<AppState>,
@@ -88,6 +116,11 @@ pub async fn ensure_buyer(
         None => mint(&state.cookie_key, state.config.cookie_secure),
     };
     request.extensions_mut().insert(buyer);
+    if is_admin(request.headers(), &state.cookie_key) {
+        request
+            .extensions_mut()
+            .insert(app::dashboard::AdminSession);
+    }
     let mut response = next.run(request).await;
     if let Some(cookie) = set_cookie {
         response.headers_mut().append(SET_COOKIE, cookie);

@@ -7,6 +7,7 @@
 use crate::api;
 use crate::background::BackgroundTask;
 use crate::config::{Config, Strategy};
+use crate::dashboard::Sampler;
 use crate::db::{Database, items};
 use crate::hot_items::HotItems;
 use crate::metrics::Metrics;
@@ -20,6 +21,7 @@ use crate::session::{cookie_key, ensure_buyer};
 use crate::state::{AppContext, AppState, GuardTotals};
 use anyhow::Context;
 use app::checkout::SharedCheckout;
+use app::dashboard::SharedDashboard;
 use axum::Router;
 use axum::http::{HeaderName, Request};
 use axum::response::IntoResponse;
@@ -123,6 +125,13 @@ impl Application {
             ));
         }
         background.push(spawn_metrics_upkeep(metrics.clone()));
+        let dashboard = Arc::new(Sampler::new(
+            metrics.clone(),
+            hot_items.clone(),
+            db.clone(),
+            config.strategy.label(),
+        ));
+        background.push(crate::dashboard::spawn(dashboard.clone()));
 
         let admin_token = match &config.admin_token {
             Some(token) => token.clone(),
@@ -158,6 +167,7 @@ impl Application {
             admin_token,
             metrics,
             hot_items,
+            dashboard,
             guard_totals: GuardTotals::default(),
         }));
         let router = router(state.clone());
@@ -239,7 +249,11 @@ fn router(state: AppState) -> Router {
     let leptos_options = state.leptos.clone();
     let routes = generate_route_list(app::App);
     let checkout: SharedCheckout = state.0.clone();
-    let context = move || provide_context::<SharedCheckout>(checkout.clone());
+    let dashboard: SharedDashboard = state.dashboard.clone();
+    let context = move || {
+        provide_context::<SharedCheckout>(checkout.clone());
+        provide_context::<SharedDashboard>(dashboard.clone());
+    };
     let shell_options = leptos_options.clone();
 
     // Pages, server functions and the no-JS form need a buyer: mint one on
@@ -261,6 +275,8 @@ fn router(state: AppState) -> Router {
         .route("/readyz", get(api::health::readyz))
         .route("/metrics", get(api::health::metrics))
         .route("/lang/{tag}", get(api::forms::switch_language))
+        .route("/dashboard/login", post(api::forms::dashboard_login))
+        .route("/dashboard/logout", post(api::forms::dashboard_logout))
         .merge(pages)
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
         .layer(CatchPanicLayer::custom(|_panic| {

@@ -32,6 +32,7 @@ pub struct AppContext {
     pub admin_token: String,
     pub metrics: Arc<Metrics>,
     pub hot_items: Arc<HotItems>,
+    pub dashboard: Arc<crate::dashboard::Sampler>,
     pub guard_totals: GuardTotals,
 }
 

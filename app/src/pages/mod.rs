@@ -4,6 +4,7 @@
 //! rendered on the server and hydrated in the browser; before hydration (or
 //! with JavaScript off) every control is a plain link or form that works.
 
+pub mod admin;
 #[cfg(feature = "hydrate")]
 mod browser;
 pub mod buy;
@@ -87,7 +88,7 @@ pub fn lang_of_request(headers: &http::HeaderMap) -> Lang {
     })
 }
 
-fn strings() -> &'static Strings {
+pub(crate) fn strings() -> &'static Strings {
     use_context::<Lang>().unwrap_or_default().strings()
 }
 
@@ -109,6 +110,11 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=NotFound>
                     <Route path=path!("/") view=ItemListPage ssr=SsrMode::Async />
                     <Route path=path!("/items/:id") view=ItemPage ssr=SsrMode::Async />
+                    <Route
+                        path=path!("/dashboard")
+                        view=admin::DashboardPage
+                        ssr=SsrMode::Async
+                    />
                 </Routes>
             </main>
         </Router>
@@ -332,7 +338,7 @@ fn NotFound() -> impl IntoView {
 }
 
 /// Sets the HTTP status of the server-rendered response; a no-op in the browser.
-fn set_status(_status: u16) {
+pub(crate) fn set_status(_status: u16) {
     #[cfg(feature = "ssr")]
     if let (Some(options), Ok(status)) = (
         use_context::<leptos_axum::ResponseOptions>(),

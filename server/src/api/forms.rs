@@ -7,7 +7,9 @@
 //! field, minted by the server when it rendered the page, so a double submit
 //! is one intent and one order.
 //!
-//! `GET /lang/{tag}?back=/path` remembers the language switch in a cookie.
+//! `GET /lang/{tag}?back=/path` remembers the language switch in a cookie;
+//! `POST /dashboard/login` and `/dashboard/logout` open and close the admin
+//! session of the dashboard.
 
 use super::item_id;
 use crate::error::ApiError;
@@ -78,6 +80,44 @@ pub async fn switch_language(Path(tag): Path<String>, Query(back): Query<Back>) 
     );
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(SET_COOKIE, value);
+    }
+    response
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SignIn {
+    token: String,
+}
+
+/// `POST /dashboard/login`: the admin token, checked in constant time, opens
+/// a signed admin session; a wrong one goes back with `?error=1`.
+pub async fn dashboard_login(State(state): State<AppState>, Form(form): Form<SignIn>) -> Response {
+    use subtle::ConstantTimeEq;
+    let valid: bool = form
+        .token
+        .as_bytes()
+        .ct_eq(state.admin_token.as_bytes())
+        .into();
+    if !valid {
+        tracing::warn!("dashboard sign-in with a wrong token");
+        return see_other("/dashboard?error=1");
+    }
+    let mut response = see_other("/dashboard");
+    if let Some(cookie) =
+        crate::session::admin_cookie(&state.cookie_key, state.config.cookie_secure, true)
+    {
+        response.headers_mut().append(SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// `POST /dashboard/logout`: ends the admin session.
+pub async fn dashboard_logout(State(state): State<AppState>) -> Response {
+    let mut response = see_other("/dashboard");
+    if let Some(cookie) =
+        crate::session::admin_cookie(&state.cookie_key, state.config.cookie_secure, false)
+    {
+        response.headers_mut().append(SET_COOKIE, cookie);
     }
     response
 }

@@ -3,8 +3,10 @@
 //! [`harness`]); set `TEST_LOG=1` to see the server's logs.
 
 mod api_input;
+mod dashboard;
 mod guard_events;
 mod harness;
 mod ledger;
+mod observability;
 mod pipeline;
 mod reservation_contract;

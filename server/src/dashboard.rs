@@ -1,0 +1,430 @@
+//! The dashboard's data: a sampler that reads this server's own Prometheus
+//! text once a second (the same numbers Prometheus scrapes), turns the
+//! counter and histogram deltas into per-strategy rates and percentiles, and
+//! keeps the last [`KEEP`] samples in a ring.
+
+use crate::background::BackgroundTask;
+use crate::db::{Database, items};
+use crate::hot_items::HotItems;
+use crate::metrics::{self as m, Metrics};
+use app::dashboard::{DashboardData, HotItem, Point, StrategySeries};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Samples kept per strategy: five minutes at one a second.
+pub const KEEP: usize = 300;
+const EVERY: Duration = Duration::from_secs(1);
+/// Percentiles are computed over this many recent samples.
+const LATENCY_WINDOW: usize = 5;
+const STRATEGIES: [&str; 2] = ["redis+db", "db"];
+
+/// One parsed `name{labels} value` line.
+#[derive(Debug, Clone, PartialEq)]
+struct Series {
+    name: String,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+impl Series {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses the Prometheus text format as this server writes it.
+fn parse(text: &str) -> Vec<Series> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let value: f64 = value.parse().ok()?;
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split("\",")
+                .filter(|p| !p.is_empty())
+                .filter_map(|pair| {
+                    let (k, v) = pair.split_once('=')?;
+                    Some((k.to_owned(), v.trim_matches('"').to_owned()))
+                })
+                .collect();
+            Some(Series {
+                name: name.to_owned(),
+                labels,
+                value,
+            })
+        })
+        .collect()
+}
+
+/// Cumulative readings of one strategy at one instant.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Reading {
+    orders: f64,
+    created: f64,
+    reservations_asked: f64,
+    reservations_held: f64,
+    db_ok: f64,
+    db_conflict: f64,
+    /// `le` bound (seconds) → cumulative count of the order histogram.
+    latency_buckets: Vec<(f64, f64)>,
+}
+
+fn read(series: &[Series], strategy: &str) -> Reading {
+    let mut r = Reading::default();
+    for s in series
+        .iter()
+        .filter(|s| s.label("strategy") == Some(strategy))
+    {
+        match s.name.as_str() {
+            m::ORDERS => {
+                r.orders += s.value;
+                if s.label("outcome") == Some("created") {
+                    r.created += s.value;
+                }
+            }
+            m::RESERVATIONS => match s.label("result") {
+                Some("skipped") | None => {}
+                Some(result) => {
+                    r.reservations_asked += s.value;
+                    if matches!(result, "ok" | "already_held") {
+                        r.reservations_held += s.value;
+                    }
+                }
+            },
+            m::DB_UPDATE_ATTEMPTS => match s.label("result") {
+                Some("ok") => r.db_ok += s.value,
+                Some("conflict") => r.db_conflict += s.value,
+                _ => {}
+            },
+            name if name == format!("{}_bucket", m::ORDER_SECONDS) => {
+                let le = s.label("le").and_then(|le| {
+                    if le == "+Inf" {
+                        Some(f64::INFINITY)
+                    } else {
+                        le.parse().ok()
+                    }
+                });
+                if let Some(le) = le {
+                    r.latency_buckets.push((le, s.value));
+                }
+            }
+            _ => {}
+        }
+    }
+    r.latency_buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    r
+}
+
+fn intercepts(series: &[Series]) -> f64 {
+    series
+        .iter()
+        .filter(|s| s.name == m::BROWSER_INTERCEPTS)
+        .map(|s| s.value)
+        .sum()
+}
+
+/// What one sample keeps: the rates of its interval and the histogram
+/// deltas (for percentiles over a window of samples).
+#[derive(Debug, Clone)]
+struct Sample {
+    at_ms: i64,
+    seconds: f64,
+    orders: f64,
+    reservations_asked: f64,
+    reservations_held: f64,
+    db_ok: f64,
+    db_conflict: f64,
+    intercepts: f64,
+    latency_deltas: Vec<(f64, f64)>,
+}
+
+fn percent(part: f64, whole: f64) -> Option<f64> {
+    (whole > 0.0).then(|| 100.0 * part / whole)
+}
+
+/// `histogram_quantile` over bucket deltas: linear within the bucket.
+fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
+    let total = buckets.last().map(|(_, c)| *c)?;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(lower.0);
+            }
+            let in_bucket = count - lower.1;
+            let fraction = if in_bucket > 0.0 {
+                (rank - lower.1) / in_bucket
+            } else {
+                1.0
+            };
+            return Some(lower.0 + (le - lower.0) * fraction);
+        }
+        lower = (le, count);
+    }
+    Some(lower.0)
+}
+
+#[derive(Default)]
+struct Rings {
+    previous: HashMap<&'static str, (i64, Reading)>,
+    previous_intercepts: f64,
+    samples: HashMap<&'static str, VecDeque<Sample>>,
+}
+
+pub struct Sampler {
+    metrics: Arc<Metrics>,
+    hot_items: Arc<HotItems>,
+    db: Database,
+    default_strategy: &'static str,
+    rings: Mutex<Rings>,
+}
+
+impl Sampler {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        hot_items: Arc<HotItems>,
+        db: Database,
+        default_strategy: &'static str,
+    ) -> Self {
+        Self {
+            metrics,
+            hot_items,
+            db,
+            default_strategy,
+            rings: Mutex::default(),
+        }
+    }
+
+    /// Takes one sample now.
+    pub fn sample(&self, at_ms: i64) {
+        let series = parse(&self.metrics.render());
+        let intercepts_now = intercepts(&series);
+        let mut rings = self
+            .rings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let intercepts_delta = intercepts_now - rings.previous_intercepts;
+        rings.previous_intercepts = intercepts_now;
+        for strategy in STRATEGIES {
+            let reading = read(&series, strategy);
+            let previous = rings.previous.insert(strategy, (at_ms, reading.clone()));
+            let Some((then, before)) = previous else {
+                continue;
+            };
+            let deltas = reading
+                .latency_buckets
+                .iter()
+                .map(|(le, count)| {
+                    let earlier = before
+                        .latency_buckets
+                        .iter()
+                        .find(|(l, _)| l == le)
+                        .map_or(0.0, |(_, c)| *c);
+                    (*le, count - earlier)
+                })
+                .collect();
+            let orders = reading.orders - before.orders;
+            let sample = Sample {
+                at_ms,
+                seconds: ((at_ms - then) as f64 / 1000.0).max(0.001),
+                orders,
+                reservations_asked: reading.reservations_asked - before.reservations_asked,
+                reservations_held: reading.reservations_held - before.reservations_held,
+                db_ok: reading.db_ok - before.db_ok,
+                db_conflict: reading.db_conflict - before.db_conflict,
+                // Pages report intercepts without a strategy; they belong to
+                // the server's default.
+                intercepts: if strategy == self.default_strategy {
+                    intercepts_delta
+                } else {
+                    0.0
+                },
+                latency_deltas: deltas,
+            };
+            let ring = rings.samples.entry(strategy).or_default();
+            ring.push_back(sample);
+            while ring.len() > KEEP {
+                ring.pop_front();
+            }
+        }
+    }
+
+    /// The charts' data as of the last sample.
+    pub async fn data(&self) -> DashboardData {
+        let (series, created) = {
+            let rings = self
+                .rings
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let series = STRATEGIES
+                .iter()
+                .map(|strategy| StrategySeries {
+                    strategy: (*strategy).to_owned(),
+                    points: rings.samples.get(strategy).map(points).unwrap_or_default(),
+                })
+                .collect();
+            let created: f64 = rings.previous.values().map(|(_, r)| r.created).sum();
+            (series, created)
+        };
+        let mut hot_items = Vec::new();
+        for hot in self.hot_items.top(5) {
+            let title = match items::get(&self.db, hot.item).await {
+                Ok(Some(item)) => item.title,
+                _ => format!("#{}", hot.item),
+            };
+            hot_items.push(HotItem {
+                item_id: hot.item.get(),
+                title,
+                requests_per_second: hot.requests_per_second,
+            });
+        }
+        let intercepts = {
+            let rings = self
+                .rings
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            rings.previous_intercepts
+        };
+        DashboardData {
+            strategy: self.default_strategy.to_owned(),
+            series,
+            hot_items,
+            orders_created: created as u64,
+            intercepts: intercepts as u64,
+        }
+    }
+}
+
+fn points(ring: &VecDeque<Sample>) -> Vec<Point> {
+    let samples: Vec<&Sample> = ring.iter().collect();
+    samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let window = &samples[i.saturating_sub(LATENCY_WINDOW - 1)..=i];
+            let mut buckets: Vec<(f64, f64)> =
+                s.latency_deltas.iter().map(|(le, _)| (*le, 0.0)).collect();
+            for w in window {
+                for (slot, (_, delta)) in buckets.iter_mut().zip(&w.latency_deltas) {
+                    slot.1 += delta;
+                }
+            }
+            let ms = |q: f64| quantile(q, &buckets).map(|seconds| seconds * 1000.0);
+            Point {
+                at_ms: s.at_ms,
+                orders_per_second: s.orders / s.seconds,
+                lua_success_pct: percent(s.reservations_held, s.reservations_asked),
+                db_conflict_pct: percent(s.db_conflict, s.db_ok + s.db_conflict),
+                intercept_pct: percent(s.intercepts, s.intercepts + s.orders),
+                p50_ms: ms(0.50),
+                p90_ms: ms(0.90),
+                p99_ms: ms(0.99),
+            }
+        })
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl app::dashboard::DashboardSource for Sampler {
+    async fn dashboard(&self) -> DashboardData {
+        self.data().await
+    }
+}
+
+/// Samples every second until dropped.
+pub fn spawn(sampler: Arc<Sampler>) -> BackgroundTask {
+    BackgroundTask::spawn(async move {
+        let mut ticker = tokio::time::interval(EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            sampler.sample(crate::db::now_ms());
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_format_parses_with_labels() {
+        let text =
+            "# HELP x y\noversell_orders_total{outcome=\"created\",strategy=\"db\"} 3\nplain 1.5\n";
+        let series = parse(text);
+        assert_eq!(series.len(), 2);
+        assert_eq!(series[0].label("strategy"), Some("db"));
+        assert_eq!(series[0].value, 3.0);
+        assert_eq!(series[1].name, "plain");
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_buckets() {
+        let buckets = [
+            (0.001, 50.0),
+            (0.01, 90.0),
+            (0.1, 100.0),
+            (f64::INFINITY, 100.0),
+        ];
+        let p50 = quantile(0.5, &buckets).expect("p50");
+        assert!((p50 - 0.001).abs() < 1e-9, "{p50}");
+        let p90 = quantile(0.9, &buckets).expect("p90");
+        assert!((p90 - 0.01).abs() < 1e-9, "{p90}");
+        let p95 = quantile(0.95, &buckets).expect("p95");
+        assert!((p95 - 0.055).abs() < 1e-9, "{p95}");
+        assert_eq!(quantile(0.5, &[(0.1, 0.0)]), None);
+    }
+
+    #[tokio::test]
+    async fn samples_turn_counters_into_rates() {
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let db = Database::connect("sqlite::memory:", 1).await.expect("db");
+        let sampler = Sampler::new(metrics.clone(), Arc::new(HotItems::new()), db, "redis+db");
+        sampler.sample(1_000);
+        let label = |result: &'static str| [("result", result), ("strategy", "redis+db")];
+        metrics.counter(m::RESERVATIONS, &label("ok")).increment(3);
+        metrics
+            .counter(m::RESERVATIONS, &label("sold_out"))
+            .increment(1);
+        metrics
+            .counter(m::DB_UPDATE_ATTEMPTS, &label("ok"))
+            .increment(3);
+        metrics
+            .counter(m::DB_UPDATE_ATTEMPTS, &label("conflict"))
+            .increment(1);
+        metrics
+            .counter(
+                m::ORDERS,
+                &[("outcome", "created"), ("strategy", "redis+db")],
+            )
+            .increment(4);
+        metrics
+            .counter(m::BROWSER_INTERCEPTS, &[("reason", "swallowed_tap")])
+            .increment(4);
+        sampler.sample(3_000);
+        let data = sampler.data().await;
+        let a = &data.series[0];
+        assert_eq!(a.strategy, "redis+db");
+        let p = &a.points[0];
+        assert_eq!(p.orders_per_second, 2.0);
+        assert_eq!(p.lua_success_pct, Some(75.0));
+        assert_eq!(p.db_conflict_pct, Some(25.0));
+        assert_eq!(p.intercept_pct, Some(50.0));
+        assert_eq!(
+            data.series[1].points[0].lua_success_pct, None,
+            "B asked no store"
+        );
+    }
+}
