@@ -17,15 +17,24 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    server::telemetry::init(config.log_format);
-    match run(config).await {
+    let telemetry = match server::telemetry::init(config.log_format) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("telemetry error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let code = match run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    // Flushes buffered spans; blocking, so off the async workers.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    code
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -226,7 +226,7 @@ fn init_logs() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
-            server::telemetry::init(server::config::LogFormat::Text);
+            let _logs = server::telemetry::init(server::config::LogFormat::Text);
         }
     });
 }

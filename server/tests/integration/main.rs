@@ -10,3 +10,4 @@ mod ledger;
 mod observability;
 mod pipeline;
 mod reservation_contract;
+mod traces;
