@@ -64,6 +64,11 @@ pub struct Config {
     /// `REDIS_TIMEOUT_MS`: how long one Redis call may take before it
     /// counts as failed (the order then answers 503 and its hold is released).
     pub redis_timeout: Duration,
+    /// `BREAKER_FAILURE_THRESHOLD`: Redis failures in a row that open the
+    /// circuit breaker.
+    pub breaker_failure_threshold: u32,
+    /// `BREAKER_COOLDOWN_MS`: how long the breaker stays open before a probe.
+    pub breaker_cooldown: Duration,
     /// `REDIS_KEY_PREFIX`: put before every key, so several deployments (or
     /// tests) can share one Redis. Braces are refused: they would move keys
     /// out of their item's hash slot.
@@ -108,6 +113,8 @@ impl Config {
             database_max_connections: 16,
             redis: RedisTarget::None,
             redis_timeout: Duration::from_millis(500),
+            breaker_failure_threshold: 5,
+            breaker_cooldown: Duration::from_secs(5),
             redis_key_prefix: String::new(),
             admin_token: None,
             cookie_secret: None,
@@ -204,6 +211,17 @@ impl Config {
         };
         if let Some(raw) = var("REDIS_TIMEOUT_MS") {
             config.redis_timeout = parse_millis("REDIS_TIMEOUT_MS", &raw, 10, 60_000)?;
+        }
+        if let Some(raw) = var("BREAKER_FAILURE_THRESHOLD") {
+            config.breaker_failure_threshold = parse_var(
+                "BREAKER_FAILURE_THRESHOLD",
+                &raw,
+                |v| v.parse().ok().filter(|n| (1..=1000).contains(n)),
+                "an integer from 1 to 1000",
+            )?;
+        }
+        if let Some(raw) = var("BREAKER_COOLDOWN_MS") {
+            config.breaker_cooldown = parse_millis("BREAKER_COOLDOWN_MS", &raw, 10, 600_000)?;
         }
         if let Some(prefix) = var("REDIS_KEY_PREFIX") {
             if prefix.contains(['{', '}']) || prefix.chars().any(char::is_whitespace) {

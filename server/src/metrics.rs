@@ -9,7 +9,7 @@
 //! | name | labels |
 //! |---|---|
 //! | `oversell_orders_total` | `outcome` (`created`, `replayed`, or an error code), `strategy` |
-//! | `oversell_reservation_outcomes_total` | `result` (`ok`, `already_held`, `sold_out`, `limit`, `not_loaded`, `error`, `skipped`), `strategy` |
+//! | `oversell_reservation_outcomes_total` | `result` (`ok`, `already_held`, `sold_out`, `limit`, `not_loaded`, `error`, `skipped` under B, `bypassed` while the breaker is open), `strategy` |
 //! | `oversell_db_update_attempts_total` | `result` (`ok`, `conflict`), `strategy` |
 //! | `oversell_db_retries_total` | `strategy` |
 //! | `oversell_idempotency_total` | `result` (`new`, `replay`, `in_progress`, `mismatch`, `error`), `strategy` |
@@ -18,6 +18,7 @@
 //! | `oversell_stage_duration_seconds` | `stage` (`idempotency`, `reserve`, `ledger`, `settle`), `strategy` |
 //! | `oversell_order_duration_seconds` | `strategy` |
 //! | `oversell_holds_live` (gauge), `oversell_holds_reaped_total` | |
+//! | `oversell_redis_breaker_state` (gauge: 0 closed, 1 half-open, 2 open) | |
 
 use metrics::{
     Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
@@ -38,6 +39,7 @@ pub const STAGE_SECONDS: &str = "oversell_stage_duration_seconds";
 pub const ORDER_SECONDS: &str = "oversell_order_duration_seconds";
 pub const HOLDS_LIVE: &str = "oversell_holds_live";
 pub const HOLDS_REAPED: &str = "oversell_holds_reaped_total";
+pub const BREAKER_STATE: &str = "oversell_redis_breaker_state";
 
 /// Every metric name this server exports, for checks on dashboards and rules.
 pub const ALL: &[&str] = &[
@@ -53,6 +55,7 @@ pub const ALL: &[&str] = &[
     ORDER_SECONDS,
     HOLDS_LIVE,
     HOLDS_REAPED,
+    BREAKER_STATE,
 ];
 
 /// Latency buckets from 100 µs to 10 s: the reservation layer answers in
@@ -120,6 +123,7 @@ impl Metrics {
                 "not_loaded",
                 "error",
                 "skipped",
+                "bypassed",
             ] {
                 self.counter(RESERVATIONS, &[("result", result), ("strategy", strategy)])
                     .increment(0);
@@ -157,6 +161,7 @@ impl Metrics {
         }
         self.counter(HOLDS_REAPED, &[]).increment(0);
         self.gauge(HOLDS_LIVE, &[]).set(0.0);
+        self.gauge(BREAKER_STATE, &[]).set(0.0);
     }
 
     /// Records nothing.
@@ -231,6 +236,11 @@ impl Metrics {
             "Browser-layer intercepts reported by pages.",
         );
         counter(HOLDS_REAPED, "Expired holds given back by the reaper.");
+        r.describe_gauge(
+            KeyName::from_const_str(BREAKER_STATE),
+            None,
+            SharedString::const_str("Redis circuit breaker: 0 closed, 1 half-open, 2 open."),
+        );
         r.describe_gauge(
             KeyName::from_const_str(HOLDS_LIVE),
             None,

@@ -16,6 +16,7 @@ use crate::orders::ledger::{Backoff, Ledger};
 use crate::orders::reserve::ReserveStage;
 use crate::orders::{OrderPipeline, Records};
 use crate::redis_conn::RedisConn;
+use crate::reservation::breaker::Breaker;
 use crate::reservation::{ReservationStore, memory::InProcessStore, reaper, redis::RedisStore};
 use crate::session::{cookie_key, ensure_buyer};
 use crate::state::{AppContext, AppState, GuardTotals};
@@ -107,7 +108,7 @@ impl Application {
         let reserve_stage = reservation
             .clone()
             .map(|store| ReserveStage::new(store, db.clone(), metrics.clone()));
-        let pipeline = OrderPipeline::new(
+        let pipeline = Arc::new(OrderPipeline::new(
             config.strategy,
             records,
             reserve_stage,
@@ -115,7 +116,19 @@ impl Application {
             config.hold_ttl,
             metrics.clone(),
             hot_items.clone(),
-        );
+            redis.as_ref().map(|_| {
+                Arc::new(Breaker::new(
+                    config.breaker_failure_threshold,
+                    config.breaker_cooldown,
+                ))
+            }),
+        ));
+        if redis.is_some() {
+            background.push(spawn_breaker_probe(
+                pipeline.clone(),
+                config.breaker_cooldown,
+            ));
+        }
 
         if let Some(store) = &reservation {
             background.push(reaper::spawn(
@@ -218,6 +231,19 @@ impl Application {
         state.db.close().await;
         Ok(())
     }
+}
+
+/// Probes Redis while the breaker is open (a few times per cooldown, so the
+/// probe starts soon after the cooldown ends).
+fn spawn_breaker_probe(pipeline: Arc<OrderPipeline>, cooldown: Duration) -> BackgroundTask {
+    BackgroundTask::spawn(async move {
+        let mut ticker = tokio::time::interval((cooldown / 4).max(Duration::from_millis(25)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            pipeline.probe_redis().await;
+        }
+    })
 }
 
 /// Histogram upkeep, which the recorder leaves to its owner.

@@ -27,7 +27,7 @@ pub struct AppContext {
     pub db: Database,
     /// `None` under strategy B (database only).
     pub reservation: Option<Arc<dyn ReservationStore>>,
-    pub pipeline: OrderPipeline,
+    pub pipeline: Arc<OrderPipeline>,
     pub cookie_key: Key,
     pub admin_token: String,
     pub metrics: Arc<Metrics>,

@@ -16,9 +16,10 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 when the database answers; the reservation store's
-/// state is reported beside it. 503 (in the error shape, with the checks)
-/// when the database does not answer.
+/// `GET /readyz`: 200 when the database answers; the reservation store and
+/// the Redis circuit breaker are reported beside it (orders still work with
+/// Redis down: the breaker sends them to the database). 503 (in the error
+/// shape, with the checks) when the database does not answer.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let database = match tokio::time::timeout(CHECK_TIMEOUT, state.db.ping()).await {
         Ok(Ok(())) => json!({ "ok": true, "dialect": state.db.dialect().name() }),
@@ -40,9 +41,14 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         },
     };
     let database_ok = database["ok"] == json!(true);
+    let breaker = state
+        .pipeline
+        .breaker()
+        .map_or("none", |b| b.state(std::time::Instant::now()).label());
     let checks = json!({
         "database": database,
         "reservation": reservation,
+        "redis_breaker": breaker,
         "idempotency": state.pipeline.idempotency_kind(),
         "strategy": state.pipeline.strategy().label(),
     });

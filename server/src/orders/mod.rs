@@ -25,14 +25,16 @@ pub mod settle;
 use crate::config::Strategy;
 use crate::hot_items::HotItems;
 use crate::metrics::{self as m, Metrics};
+use crate::reservation::breaker::{Admission, Breaker, BreakerState};
 use crate::reservation::{Hold, HoldDeadline, HoldToken};
 use app::checkout::Placement;
-use app::domain::{BuyerId, IdempotencyKey};
+use app::domain::{BuyerId, IdempotencyKey, ItemId};
 use app::model::{ErrorCode, KeyOutcome, OrderError, OrderRequest, Receipt};
 use idempotency::{Claim, IdempotencyStore, KeyScope, Record, StoredResponse, request_hash};
 use ledger::{Ledger, LedgerRefusal, Written};
 use reserve::{ReserveFailure, ReserveStage};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
@@ -63,6 +65,36 @@ pub struct OrderPipeline {
     hold_ttl: Duration,
     metrics: Arc<Metrics>,
     hot_items: Arc<HotItems>,
+    /// Around the Redis layer, when Redis carries it.
+    breaker: Option<Arc<Breaker>>,
+    /// Items ordered while the breaker kept Redis out: their counters missed
+    /// those orders and are reloaded from the database once it closes.
+    bypassed_items: Mutex<HashSet<ItemId>>,
+}
+
+/// How one request crosses the layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Route {
+    /// The strategy asked for (the metrics label).
+    strategy: Strategy,
+    /// Whether the reservation layer runs (A, unless the breaker is open).
+    reserve: bool,
+}
+
+impl Route {
+    fn label(self) -> &'static str {
+        self.strategy.label()
+    }
+
+    /// Strategy A keeps its records where its reservations are; a bypassed
+    /// A request and every B request use the database's.
+    fn records(self) -> Strategy {
+        if self.reserve {
+            Strategy::RedisThenDb
+        } else {
+            Strategy::DbOnly
+        }
+    }
 }
 
 /// What one run of stages 3 to 5 produced.
@@ -82,6 +114,7 @@ impl OrderPipeline {
         hold_ttl: Duration,
         metrics: Arc<Metrics>,
         hot_items: Arc<HotItems>,
+        breaker: Option<Arc<Breaker>>,
     ) -> Self {
         Self {
             default_strategy,
@@ -91,6 +124,74 @@ impl OrderPipeline {
             hold_ttl,
             metrics,
             hot_items,
+            breaker,
+            bypassed_items: Mutex::default(),
+        }
+    }
+
+    pub fn breaker(&self) -> Option<&Arc<Breaker>> {
+        self.breaker.as_ref()
+    }
+
+    fn set_breaker_gauge(&self, state: BreakerState) {
+        self.metrics
+            .gauge(m::BREAKER_STATE, &[])
+            .set(state.gauge_value());
+    }
+
+    /// Asks the breaker whether this request may use Redis.
+    fn admit(&self, strategy: Strategy) -> Admission {
+        match (strategy, &self.breaker) {
+            (Strategy::RedisThenDb, Some(breaker)) => breaker.admit(),
+            _ => Admission::Call,
+        }
+    }
+
+    /// Tells the breaker how Redis did for an order that used it.
+    fn report(&self, admission: Admission, redis_failed: bool) {
+        let Some(breaker) = &self.breaker else {
+            return;
+        };
+        if admission == Admission::Skip {
+            return;
+        }
+        let state = breaker.record(!redis_failed, Instant::now());
+        self.set_breaker_gauge(state);
+        if state == BreakerState::Open {
+            tracing::warn!(
+                "Redis failing: circuit breaker open; orders go straight to the database"
+            );
+        }
+    }
+
+    /// The half-open probe, run by a background task: when the cooldown is
+    /// over, PING the store; on success close the breaker and reload the
+    /// counters of items sold around Redis from the database.
+    pub async fn probe_redis(&self) {
+        let (Some(breaker), Some(stage)) = (&self.breaker, &self.reservation) else {
+            return;
+        };
+        if !breaker.begin_probe(Instant::now()) {
+            return;
+        }
+        self.set_breaker_gauge(BreakerState::HalfOpen);
+        let answered = stage.store().ping().await.is_ok();
+        let state = breaker.record(answered, Instant::now());
+        self.set_breaker_gauge(state);
+        if state != BreakerState::Closed {
+            return;
+        }
+        tracing::info!("Redis answering again: circuit breaker closed");
+        let items: Vec<ItemId> = self
+            .bypassed_items
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain()
+            .collect();
+        for item in items {
+            if let Err(e) = stage.reload_counter(item).await {
+                tracing::warn!(%item, error = ?e, "could not reload a stale counter; reconciliation will repair it");
+            }
         }
     }
 
@@ -133,7 +234,21 @@ impl OrderPipeline {
         async {
             let started = Instant::now();
             self.hot_items.record(request.item_id);
-            let placement = self.place_inner(buyer, key, request, strategy).await;
+            let admission = self.admit(strategy);
+            tracing::debug!(?admission, "redis breaker admission");
+            let bypassed = admission == Admission::Skip;
+            if bypassed {
+                self.bypassed_items
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(request.item_id);
+            }
+            let route = Route {
+                strategy,
+                reserve: strategy == Strategy::RedisThenDb && !bypassed,
+            };
+            let (placement, redis_failed) = self.place_inner(buyer, key, request, route).await;
+            self.report(admission, redis_failed);
             let outcome = match (&placement.result, placement.replayed) {
                 (Ok(_), false) => "created",
                 (Ok(_), true) => "replayed",
@@ -152,73 +267,92 @@ impl OrderPipeline {
         .await
     }
 
-    fn stage_timer(&self, stage: &'static str, strategy: Strategy) -> metrics::Histogram {
+    fn stage_timer(&self, stage: &'static str, route: Route) -> metrics::Histogram {
         self.metrics.histogram(
             m::STAGE_SECONDS,
-            &[("stage", stage), ("strategy", strategy.label())],
+            &[("stage", stage), ("strategy", route.label())],
         )
     }
 
-    fn count_idempotency(&self, result: &'static str, strategy: Strategy) {
+    fn count_idempotency(&self, result: &'static str, route: Route) {
         self.metrics
             .counter(
                 m::IDEMPOTENCY,
-                &[("result", result), ("strategy", strategy.label())],
+                &[("result", result), ("strategy", route.label())],
             )
             .increment(1);
     }
 
+    /// Stages 2 to 6. The flag says whether Redis failed along the way
+    /// (for the breaker).
     async fn place_inner(
         &self,
         buyer: &BuyerId,
         key: &IdempotencyKey,
         request: OrderRequest,
-        strategy: Strategy,
-    ) -> Placement {
+        route: Route,
+    ) -> (Placement, bool) {
         let scope = KeyScope {
             buyer: buyer.clone(),
             key: key.clone(),
         };
         let hash = request_hash(&request);
-        let records = self.records.of(strategy);
+        let records = self.records.of(route.records());
+        let records_in_redis = route.reserve && records.kind() == "redis";
 
         let started = Instant::now();
         let claim = records
             .claim(&scope, &hash, crate::db::now_ms())
             .instrument(tracing::info_span!("idempotency", store = records.kind()))
             .await;
-        self.stage_timer("idempotency", strategy)
+        self.stage_timer("idempotency", route)
             .record(started.elapsed());
         match claim {
-            Ok(Claim::Claimed) => self.count_idempotency("new", strategy),
+            Ok(Claim::Claimed) => self.count_idempotency("new", route),
             Ok(Claim::Replay(stored)) => {
-                self.count_idempotency("replay", strategy);
-                return replay(&stored);
+                self.count_idempotency("replay", route);
+                return (replay(&stored), false);
             }
             Ok(Claim::InProgress) => {
-                self.count_idempotency("in_progress", strategy);
-                return refuse(OrderError::new(
+                self.count_idempotency("in_progress", route);
+                let error = OrderError::new(
                     ErrorCode::RequestInProgress,
                     "a request with this Idempotency-Key is still running",
-                ));
+                );
+                return (refuse(error), false);
             }
             Ok(Claim::KeyReused) => {
-                self.count_idempotency("mismatch", strategy);
-                return refuse(key_reused());
+                // A record store that missed the original (Redis flushed, or
+                // the breaker sent requests to the database's records) may
+                // hold a changed payload's claim; the orders table decides.
+                if let Ok(Some(order)) = self.ledger.order_by_key(buyer, key).await {
+                    if order.item_id == request.item_id && order.qty == request.qty {
+                        self.count_idempotency("replay", route);
+                        return (
+                            Placement {
+                                result: Ok(order),
+                                replayed: true,
+                            },
+                            false,
+                        );
+                    }
+                }
+                self.count_idempotency("mismatch", route);
+                return (refuse(key_reused()), false);
             }
             Err(e) => {
-                self.count_idempotency("error", strategy);
+                self.count_idempotency("error", route);
                 tracing::error!(error = %e, "idempotency store failed");
                 // The claim may have been written before the answer was lost:
                 // drop it, so a retry is not told "in progress" for a lease.
                 if let Err(e) = records.abandon(&scope, &hash).await {
                     tracing::warn!(error = %e, "dropping a possibly written claim failed; it expires with its lease");
                 }
-                return refuse(unavailable());
+                return (refuse(unavailable()), records_in_redis);
             }
         }
 
-        let outcome = self.run_stages(buyer, key, request, strategy).await;
+        let (outcome, redis_failed) = self.run_stages(buyer, key, request, route).await;
 
         let (result, replayed) = match outcome {
             Outcome::Created(receipt) => (Ok(receipt), false),
@@ -227,35 +361,48 @@ impl OrderPipeline {
             {
                 (Ok(receipt), true)
             }
-            Outcome::AlreadyOrdered(_) => (Err(key_reused()), false),
+            Outcome::AlreadyOrdered(_) => {
+                // The order under this key has another payload: this record
+                // store never saw the original (its records were lost or
+                // kept elsewhere). Storing the refusal under this payload's
+                // hash would make the original's own replays look like a
+                // reuse, so only answer it; the orders table stays the judge.
+                if let Err(e) = records.abandon(&scope, &hash).await {
+                    tracing::warn!(error = %e, "dropping the idempotency claim failed; it expires with its lease");
+                }
+                return (refuse(key_reused()), redis_failed);
+            }
             Outcome::Refused(error) => (Err(error), false),
         };
         self.record(records.as_ref(), &scope, &hash, &result).await;
-        Placement { result, replayed }
+        (Placement { result, replayed }, redis_failed)
     }
 
-    /// Stages 3 to 5.
+    /// Stages 3 to 5; the flag says whether the reservation store failed.
     async fn run_stages(
         &self,
         buyer: &BuyerId,
         key: &IdempotencyKey,
         request: OrderRequest,
-        strategy: Strategy,
-    ) -> Outcome {
+        route: Route,
+    ) -> (Outcome, bool) {
         let item = request.item_id;
-        let label = strategy.label();
+        let label = route.label();
         let token = HoldToken::new(buyer, key);
-        let reservation = match strategy {
-            Strategy::RedisThenDb => self.reservation.as_ref(),
-            Strategy::DbOnly => None,
+        let reservation = if route.reserve {
+            self.reservation.as_ref()
+        } else {
+            None
         };
         let held = match reservation {
             None => {
+                let result = if route.strategy == Strategy::RedisThenDb {
+                    "bypassed"
+                } else {
+                    "skipped"
+                };
                 self.metrics
-                    .counter(
-                        m::RESERVATIONS,
-                        &[("result", "skipped"), ("strategy", label)],
-                    )
+                    .counter(m::RESERVATIONS, &[("result", result), ("strategy", label)])
                     .increment(1);
                 None
             }
@@ -273,18 +420,17 @@ impl OrderPipeline {
                     .reserve(item, &hold, label)
                     .instrument(tracing::info_span!("reserve", store = stage.store().kind()))
                     .await;
-                self.stage_timer("reserve", strategy)
-                    .record(started.elapsed());
+                self.stage_timer("reserve", route).record(started.elapsed());
                 match reserved {
                     Ok(held_by) => Some((stage, held_by)),
-                    Err(ReserveFailure::Refused(error)) => return Outcome::Refused(error),
+                    Err(ReserveFailure::Refused(error)) => return (Outcome::Refused(error), false),
                     Err(ReserveFailure::Store(e)) => {
                         tracing::error!(error = %e, "reservation store failed");
-                        return Outcome::Refused(unavailable());
+                        return (Outcome::Refused(unavailable()), true);
                     }
                     Err(ReserveFailure::Database(e)) => {
                         tracing::error!(error = %e, "loading the reservation counter failed");
-                        return Outcome::Refused(unavailable());
+                        return (Outcome::Refused(unavailable()), false);
                     }
                 }
             }
@@ -292,11 +438,9 @@ impl OrderPipeline {
 
         let started = Instant::now();
         let written = self.ledger.write(buyer, key, request, label).await;
-        self.stage_timer("ledger", strategy)
-            .record(started.elapsed());
+        self.stage_timer("ledger", route).record(started.elapsed());
 
         let started = Instant::now();
-        let settle_span = tracing::info_span!("settle");
         let outcome = async {
             match written {
                 Ok(Written::Created(receipt)) => {
@@ -326,11 +470,10 @@ impl OrderPipeline {
                 }
             }
         }
-        .instrument(settle_span)
+        .instrument(tracing::info_span!("settle"))
         .await;
-        self.stage_timer("settle", strategy)
-            .record(started.elapsed());
-        outcome
+        self.stage_timer("settle", route).record(started.elapsed());
+        (outcome, false)
     }
 
     /// Stores a definite outcome for replays; drops the claim otherwise.

@@ -124,6 +124,19 @@ impl ReserveStage {
         )))
     }
 
+    /// Drops the item's counter and loads it again from the database (minus
+    /// surviving holds): for counters known to have missed orders.
+    ///
+    /// # Errors
+    /// The store or the database failed; an unknown item is refused.
+    pub async fn reload_counter(&self, item: ItemId) -> Result<(), ReserveFailure> {
+        self.store
+            .forget_counter(item)
+            .await
+            .map_err(ReserveFailure::Store)?;
+        self.load_counter(item).await
+    }
+
     /// Loads the item's counter from the database unless another request
     /// already did.
     async fn load_counter(&self, item: ItemId) -> Result<(), ReserveFailure> {

@@ -12,6 +12,7 @@
 //! [`redis::RedisStore`] (Lua scripts, single node or cluster) and
 //! [`memory::InProcessStore`] (the embedded default).
 
+pub mod breaker;
 pub mod memory;
 pub mod reaper;
 pub mod redis;

@@ -551,6 +551,11 @@ impl PrivateRedis {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("free port");
+        Self::start_on(port).await
+    }
+
+    /// Starts (or restarts, after a kill) a private Redis on `port`, empty.
+    pub async fn start_on(port: u16) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let child = std::process::Command::new("redis-server")
             .args([
@@ -562,6 +567,9 @@ impl PrivateRedis {
                 "",
                 "--appendonly",
                 "no",
+                // DEBUG SLEEP stands in for a stalled Redis.
+                "--enable-debug-command",
+                "yes",
             ])
             .arg("--dir")
             .arg(dir.path())
@@ -594,6 +602,13 @@ impl PrivateRedis {
 
     pub fn client(&self) -> redis::Client {
         redis::Client::open(self.url()).expect("redis url")
+    }
+
+    /// Kills the server, as a crash would: nothing is kept.
+    pub fn kill(mut self) -> u16 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.port
     }
 
     pub async fn flushall(&self) {

@@ -10,4 +10,5 @@ mod ledger;
 mod observability;
 mod pipeline;
 mod reservation_contract;
+mod resilience;
 mod traces;

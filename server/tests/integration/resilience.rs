@@ -1,0 +1,205 @@
+//! Whatever fails, never oversold, never charged twice: Redis down (the
+//! breaker sends orders to the database), a Redis call that times out (503,
+//! hold given back), the database down (503, holds given back, nothing
+//! written).
+
+use crate::harness::{Backend, PrivateRedis, Setup, TestApp, eventually, http_client, spawn_app};
+use futures_util::future::join_all;
+use server::config::Config;
+use sqlx::{Connection, Executor};
+use std::time::Duration;
+
+async fn readiness(app: &TestApp) -> (u16, serde_json::Value) {
+    let response = http_client()
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .expect("readyz");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_the_breaker_opens_and_orders_still_sell_exactly_the_stock() {
+    let redis = PrivateRedis::start().await;
+    let mut setup = Setup::redis(Backend::Postgres);
+    setup.redis_url = Some(redis.url());
+    setup.tweak = |c: &mut Config| {
+        c.breaker_failure_threshold = 2;
+        c.breaker_cooldown = Duration::from_millis(300);
+        c.redis_timeout = Duration::from_millis(200);
+    };
+    let app = spawn_app(setup).await;
+    let item = app.create_item(10, None).await;
+    let first = app.buyer().await;
+    assert_eq!(first.order(item.id, 1, "before").await.status, 201);
+
+    let port = redis.kill();
+    let buyers = join_all((0..14).map(|_| app.buyer())).await;
+    let answers = join_all(buyers.iter().enumerate().map(|(n, b)| {
+        let key = format!("down-{n}");
+        async move { b.order_until_definite(item.id, 1, &key).await }
+    }))
+    .await;
+    let created = answers.iter().filter(|a| a.status == 201).count();
+    assert_eq!(created, 9, "the rest of the stock sold without Redis");
+    assert!(
+        answers
+            .iter()
+            .filter(|a| a.status != 201)
+            .all(|a| a.code() == "sold_out")
+    );
+    assert_eq!(app.orders_in_db(&item).await, (10, 10));
+    let (status, ready) = readiness(&app).await;
+    assert_eq!(
+        status, 200,
+        "the database answers, so the shop is ready: {ready}"
+    );
+    assert_eq!(ready["checks"]["reservation"]["ok"], false);
+    assert_ne!(ready["checks"]["redis_breaker"], "closed", "{ready}");
+    let metrics = http_client()
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("metrics");
+    let text = metrics.text().await.expect("text");
+    assert!(
+        !text.contains("oversell_redis_breaker_state 0\n"),
+        "the gauge left closed"
+    );
+
+    // Redis comes back empty: the breaker closes on a probe and the counter
+    // is reloaded from the database.
+    let _redis = PrivateRedis::start_on(port).await;
+    app.restock(&item, 5).await;
+    let late = app.buyer().await;
+    let closed = eventually(Duration::from_secs(10), || async {
+        let (_, ready) = readiness(&app).await;
+        let key = format!("after-{}", uuid::Uuid::new_v4());
+        let _ = late.order_until_definite(item.id, 1, &key).await;
+        ready["checks"]["redis_breaker"] == "closed"
+    })
+    .await;
+    assert!(closed, "the breaker closed once Redis answered");
+    let sold = app.orders_in_db(&item).await.1;
+    let stock = app.item(item.id).await.stock;
+    assert_eq!(sold + stock, 15, "ordered + left = initial + restock");
+    let (counter, holds) = app.reservation_state(&item).await;
+    assert_eq!(
+        (counter, holds),
+        (Some(stock), 0),
+        "the counter agrees with the database again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_call_that_times_out_answers_503_and_gives_the_hold_back() {
+    let redis = PrivateRedis::start().await;
+    let mut setup = Setup::redis(Backend::Postgres);
+    setup.redis_url = Some(redis.url());
+    setup.tweak = |c: &mut Config| {
+        c.redis_timeout = Duration::from_millis(150);
+        c.breaker_failure_threshold = 100;
+    };
+    let app = spawn_app(setup).await;
+    let item = app.create_item(5, None).await;
+    let buyer = app.buyer().await;
+    assert_eq!(buyer.order(item.id, 1, "warm").await.status, 201);
+
+    let mut admin = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let sleep = tokio::spawn(async move {
+        let _: Result<(), _> = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg("0.6")
+            .query_async(&mut admin)
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let slow = buyer.order(item.id, 1, "slow").await;
+    assert_eq!((slow.status, slow.code()), (503, "unavailable"), "{slow:?}");
+    assert_eq!(slow.body["retryable"], true);
+    assert_eq!(slow.retry_after.as_deref(), Some("1"));
+    let _ = sleep.await;
+
+    let returned = eventually(Duration::from_secs(10), || async {
+        app.reservation_state(&item).await == (Some(4), 0)
+    })
+    .await;
+    assert!(
+        returned,
+        "the hold went back: {:?}",
+        app.reservation_state(&item).await
+    );
+    assert_eq!(
+        app.orders_in_db(&item).await,
+        (1, 1),
+        "nothing ordered by the slow call"
+    );
+    let retried = buyer.order_until_definite(item.id, 1, "slow").await;
+    assert_eq!(
+        retried.status, 201,
+        "the same key succeeds once Redis answers"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_down_orders_answer_503_give_holds_back_and_write_nothing() {
+    let app = spawn_app(Setup::redis(Backend::Postgres)).await;
+    let item = app.create_item(5, None).await;
+    let buyer = app.buyer().await;
+    assert_eq!(buyer.order(item.id, 1, "up").await.status, 201);
+
+    let admin_url = std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let name = app.db.url.rsplit('/').next().unwrap_or_default().to_owned();
+    let mut admin = sqlx::AnyConnection::connect(&admin_url)
+        .await
+        .expect("admin");
+    admin
+        .execute(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false").as_str())
+        .await
+        .expect("lock the database");
+    admin
+        .execute(
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            )
+            .as_str(),
+        )
+        .await
+        .expect("cut connections");
+
+    let down = buyer.order(item.id, 1, "down").await;
+    assert_eq!((down.status, down.code()), (503, "unavailable"), "{down:?}");
+    assert_eq!(down.retry_after.as_deref(), Some("1"));
+    assert_eq!(
+        app.reservation_state(&item).await,
+        (Some(4), 0),
+        "the hold went back"
+    );
+    let (status, ready) = readiness(&app).await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["code"], "unavailable");
+    assert_eq!(ready["checks"]["database"]["ok"], false);
+
+    admin
+        .execute(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true").as_str())
+        .await
+        .expect("unlock the database");
+    assert_eq!(
+        app.orders_in_db(&item).await,
+        (1, 1),
+        "nothing half-written"
+    );
+    assert_eq!(app.item(item.id).await.stock, 4);
+    let again = buyer.order_until_definite(item.id, 1, "down").await;
+    assert_eq!(
+        again.status, 201,
+        "the same key orders once the database is back"
+    );
+    assert_eq!(app.orders_in_db(&item).await, (2, 2));
+}
