@@ -91,6 +91,9 @@ pub struct Config {
     pub hold_ttl: Duration,
     /// `REAPER_INTERVAL_MS`.
     pub reaper_interval: Duration,
+    /// `RECONCILE_INTERVAL_MS`: how often counters are compared with the
+    /// database and repaired.
+    pub reconcile_interval: Duration,
     /// `IDEMPOTENCY_TTL_SECS`: how long an outcome is kept for replays.
     pub idempotency_ttl: Duration,
     /// `LEDGER_MAX_ATTEMPTS`: versioned-update attempts before `stock_conflict`.
@@ -123,6 +126,7 @@ impl Config {
             allow_strategy_override: false,
             hold_ttl: Duration::from_secs(30),
             reaper_interval: Duration::from_secs(1),
+            reconcile_interval: Duration::from_secs(30),
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
             ledger_max_attempts: 8,
             ledger_backoff_base: Duration::from_millis(2),
@@ -257,6 +261,10 @@ impl Config {
         }
         if let Some(raw) = var("REAPER_INTERVAL_MS") {
             config.reaper_interval = parse_millis("REAPER_INTERVAL_MS", &raw, 10, 3_600_000)?;
+        }
+        if let Some(raw) = var("RECONCILE_INTERVAL_MS") {
+            config.reconcile_interval =
+                parse_millis("RECONCILE_INTERVAL_MS", &raw, 100, 86_400_000)?;
         }
         if let Some(raw) = var("IDEMPOTENCY_TTL_SECS") {
             let secs: u64 = parse_var(

@@ -1,8 +1,30 @@
 //! The server binary: read the configuration, build the application, serve
-//! until ctrl-c or SIGTERM.
+//! until ctrl-c or SIGTERM. `server reconcile` instead compares the
+//! reservation counters with the database once, repairs drift and prints a
+//! JSON report.
 
+use clap::{Parser, Subcommand};
 use server::config::Config;
 use server::startup::{Application, shutdown_signal};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "server",
+    about = "Oversell Guard: sell scarce stock without overselling"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the shop and the API (the default).
+    Serve,
+    /// Compare every item's reservation counter with the database once,
+    /// repair drift (items without live holds), print the report as JSON.
+    Reconcile,
+}
 
 /// The site name in `[workspace.metadata.leptos]`; used when the binary was
 /// built without cargo-leptos (which sets it at compile time).
@@ -10,6 +32,7 @@ const SITE_NAME: &str = "oversell-guard";
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
@@ -24,7 +47,11 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let code = match run(config).await {
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => run(config).await,
+        Command::Reconcile => reconcile(config).await,
+    };
+    let code = match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -35,6 +62,23 @@ async fn main() -> std::process::ExitCode {
     // Flushes buffered spans; blocking, so off the async workers.
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     code
+}
+
+async fn reconcile(config: Config) -> anyhow::Result<()> {
+    let db = server::db::Database::connect(&config.database_url, 2).await?;
+    let redis = server::redis_conn::RedisConn::connect(&config.redis, config.redis_timeout).await?;
+    if redis.is_none() {
+        anyhow::bail!(
+            "set REDIS_URL or REDIS_CLUSTER_NODES: the in-process store of a running server cannot be reached from here"
+        );
+    }
+    let store = server::startup::reservation_store(&config, redis.as_ref())
+        .ok_or_else(|| anyhow::anyhow!("ORDER_STRATEGY=db uses no reservation store"))?;
+    let metrics = server::metrics::Metrics::disabled();
+    let report =
+        server::reservation::reconcile::reconcile_all(store.as_ref(), &db, &metrics).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -19,6 +19,7 @@
 //! | `oversell_order_duration_seconds` | `strategy` |
 //! | `oversell_holds_live` (gauge), `oversell_holds_reaped_total` | |
 //! | `oversell_redis_breaker_state` (gauge: 0 closed, 1 half-open, 2 open) | |
+//! | `oversell_reconcile_repairs_total`, `oversell_reconcile_drift_units_total`, `oversell_reconcile_drifting_items` (gauge, last pass) | |
 
 use metrics::{
     Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
@@ -40,6 +41,9 @@ pub const ORDER_SECONDS: &str = "oversell_order_duration_seconds";
 pub const HOLDS_LIVE: &str = "oversell_holds_live";
 pub const HOLDS_REAPED: &str = "oversell_holds_reaped_total";
 pub const BREAKER_STATE: &str = "oversell_redis_breaker_state";
+pub const RECONCILE_REPAIRS: &str = "oversell_reconcile_repairs_total";
+pub const RECONCILE_UNITS: &str = "oversell_reconcile_drift_units_total";
+pub const RECONCILE_DRIFTING: &str = "oversell_reconcile_drifting_items";
 
 /// Every metric name this server exports, for checks on dashboards and rules.
 pub const ALL: &[&str] = &[
@@ -56,6 +60,9 @@ pub const ALL: &[&str] = &[
     HOLDS_LIVE,
     HOLDS_REAPED,
     BREAKER_STATE,
+    RECONCILE_REPAIRS,
+    RECONCILE_UNITS,
+    RECONCILE_DRIFTING,
 ];
 
 /// Latency buckets from 100 µs to 10 s: the reservation layer answers in
@@ -162,6 +169,9 @@ impl Metrics {
         self.counter(HOLDS_REAPED, &[]).increment(0);
         self.gauge(HOLDS_LIVE, &[]).set(0.0);
         self.gauge(BREAKER_STATE, &[]).set(0.0);
+        self.counter(RECONCILE_REPAIRS, &[]).increment(0);
+        self.counter(RECONCILE_UNITS, &[]).increment(0);
+        self.gauge(RECONCILE_DRIFTING, &[]).set(0.0);
     }
 
     /// Records nothing.
@@ -236,6 +246,19 @@ impl Metrics {
             "Browser-layer intercepts reported by pages.",
         );
         counter(HOLDS_REAPED, "Expired holds given back by the reaper.");
+        counter(
+            RECONCILE_REPAIRS,
+            "Reservation counters found off the database and repaired.",
+        );
+        counter(
+            RECONCILE_UNITS,
+            "Units of drift repaired by reconciliation.",
+        );
+        r.describe_gauge(
+            KeyName::from_const_str(RECONCILE_DRIFTING),
+            None,
+            SharedString::const_str("Items whose counter drifted in the last reconciliation pass."),
+        );
         r.describe_gauge(
             KeyName::from_const_str(BREAKER_STATE),
             None,

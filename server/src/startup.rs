@@ -17,7 +17,9 @@ use crate::orders::reserve::ReserveStage;
 use crate::orders::{OrderPipeline, Records};
 use crate::redis_conn::RedisConn;
 use crate::reservation::breaker::Breaker;
-use crate::reservation::{ReservationStore, memory::InProcessStore, reaper, redis::RedisStore};
+use crate::reservation::{
+    ReservationStore, memory::InProcessStore, reaper, reconcile, redis::RedisStore,
+};
 use crate::session::{cookie_key, ensure_buyer};
 use crate::state::{AppContext, AppState, GuardTotals};
 use anyhow::Context;
@@ -68,20 +70,8 @@ impl Application {
             }
         }
 
-        // Strategy A needs a reservation store: Redis when configured, else
-        // the in-process store. It is built when A is the default or may be
-        // asked for per request.
         let redis = RedisConn::connect(&config.redis, config.redis_timeout).await?;
-        let strategy_a_possible =
-            config.strategy == Strategy::RedisThenDb || config.allow_strategy_override;
-        let reservation: Option<Arc<dyn ReservationStore>> = match (strategy_a_possible, &redis) {
-            (false, _) => None,
-            (true, Some(conn)) => Some(Arc::new(RedisStore::new(
-                conn.clone(),
-                config.redis_key_prefix.clone(),
-            ))),
-            (true, None) => Some(Arc::new(InProcessStore::new())),
-        };
+        let reservation = reservation_store(&config, redis.as_ref());
         let mut background = Vec::new();
         let sql_records = Arc::new(SqlRecords::new(db.clone(), config.idempotency_ttl));
         background.push(spawn_purge(sql_records.clone()));
@@ -135,6 +125,12 @@ impl Application {
                 store.clone(),
                 metrics.clone(),
                 config.reaper_interval,
+            ));
+            background.push(reconcile::spawn(
+                store.clone(),
+                db.clone(),
+                metrics.clone(),
+                config.reconcile_interval,
             ));
         }
         background.push(spawn_metrics_upkeep(metrics.clone()));
@@ -230,6 +226,25 @@ impl Application {
         drop(background);
         state.db.close().await;
         Ok(())
+    }
+}
+
+/// The reservation store strategy A uses: Redis when configured, else the
+/// in-process store. Built when A is the default or may be asked for per
+/// request.
+pub fn reservation_store(
+    config: &Config,
+    redis: Option<&RedisConn>,
+) -> Option<Arc<dyn ReservationStore>> {
+    let strategy_a_possible =
+        config.strategy == Strategy::RedisThenDb || config.allow_strategy_override;
+    match (strategy_a_possible, redis) {
+        (false, _) => None,
+        (true, Some(conn)) => Some(Arc::new(RedisStore::new(
+            conn.clone(),
+            config.redis_key_prefix.clone(),
+        ))),
+        (true, None) => Some(Arc::new(InProcessStore::new())),
     }
 }
 

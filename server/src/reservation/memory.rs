@@ -7,7 +7,7 @@
 //! are reloaded from the database on the next order.
 
 use super::{
-    Confirmed, CounterSeed, Hold, HoldToken, REAP_BATCH, REAPED_MEMORY_SECS, Reaped,
+    Confirmed, CounterSeed, Hold, HoldToken, REAP_BATCH, REAPED_MEMORY_SECS, Reaped, Reconciled,
     ReservationStore, Reserved, StoreError,
 };
 use app::domain::{BuyerId, ItemId};
@@ -220,6 +220,29 @@ impl ReservationStore for InProcessStore {
             }
             _ => Ok(false),
         }
+    }
+
+    async fn reconcile(&self, item: ItemId, seed: CounterSeed) -> Result<Reconciled, StoreError> {
+        let mut items = self.lock();
+        let Some(state) = items.get_mut(&item) else {
+            return Ok(Reconciled::NotLoaded);
+        };
+        let Some(counter) = state.stock else {
+            return Ok(Reconciled::NotLoaded);
+        };
+        if !state.holds.is_empty() {
+            return Ok(Reconciled::Busy {
+                holds: state.holds.len() as u64,
+            });
+        }
+        if counter == seed.stock {
+            return Ok(Reconciled::InStep);
+        }
+        state.stock = Some(seed.stock);
+        state.loaded_version = seed.version;
+        Ok(Reconciled::Repaired {
+            drift: counter - seed.stock,
+        })
     }
 
     async fn forget_counter(&self, item: ItemId) -> Result<(), StoreError> {

@@ -15,6 +15,7 @@
 pub mod breaker;
 pub mod memory;
 pub mod reaper;
+pub mod reconcile;
 pub mod redis;
 
 use app::domain::{BuyerId, IdempotencyKey, ItemId, Quantity};
@@ -99,6 +100,23 @@ pub struct CounterSeed {
     pub max_per_buyer: Option<i64>,
 }
 
+/// The answer of [`ReservationStore::reconcile`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconciled {
+    /// No counter: nothing to compare.
+    NotLoaded,
+    /// Live holds: not compared this time.
+    Busy {
+        holds: u64,
+    },
+    /// The counter was `drift` units off (counter minus database stock) and
+    /// now equals the database stock.
+    Repaired {
+        drift: i64,
+    },
+    InStep,
+}
+
 /// The result of one [`ReservationStore::reap`] call on one item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Reaped {
@@ -178,6 +196,13 @@ pub trait ReservationStore: Send + Sync + 'static {
         delta: i64,
         version_after: i64,
     ) -> Result<bool, StoreError>;
+
+    /// Compares the counter with the database's stock and repairs it, only
+    /// while the item has no live hold.
+    ///
+    /// # Errors
+    /// As for `reserve`.
+    async fn reconcile(&self, item: ItemId, seed: CounterSeed) -> Result<Reconciled, StoreError>;
 
     /// Drops the counter (not the holds), so the next order reloads it from
     /// the database. Used when the counter is known to have drifted.

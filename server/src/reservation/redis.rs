@@ -18,7 +18,7 @@
 //! script touches one slot. The worklist is a separate single-key command.
 
 use super::{
-    Confirmed, CounterSeed, Hold, HoldToken, REAP_BATCH, REAPED_MEMORY_SECS, Reaped,
+    Confirmed, CounterSeed, Hold, HoldToken, REAP_BATCH, REAPED_MEMORY_SECS, Reaped, Reconciled,
     ReservationStore, Reserved, StoreError,
 };
 use crate::redis_conn::RedisConn;
@@ -33,6 +33,7 @@ struct Scripts {
     reap: Script,
     load: Script,
     restock: Script,
+    reconcile: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -42,6 +43,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     reap: Script::new(include_str!("../../../lua/reap.lua")),
     load: Script::new(include_str!("../../../lua/load.lua")),
     restock: Script::new(include_str!("../../../lua/restock.lua")),
+    reconcile: Script::new(include_str!("../../../lua/reconcile.lua")),
 });
 
 /// The keys of one item.
@@ -292,6 +294,30 @@ impl ReservationStore for RedisStore {
             .await
             .map_err(store_error)?;
         Ok(applied == 1)
+    }
+
+    /// Runs `lua/reconcile.lua` (KEYS stock, holds, meta; ARGV stock, version).
+    async fn reconcile(&self, item: ItemId, seed: CounterSeed) -> Result<Reconciled, StoreError> {
+        let k = self.keys(item);
+        let (status, value): (i64, i64) = SCRIPTS
+            .reconcile
+            .key(&k.stock)
+            .key(&k.holds)
+            .key(&k.meta)
+            .arg(seed.stock)
+            .arg(seed.version)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        match status {
+            0 => Ok(Reconciled::NotLoaded),
+            1 => Ok(Reconciled::Busy {
+                holds: value.max(0) as u64,
+            }),
+            2 => Ok(Reconciled::Repaired { drift: value }),
+            3 => Ok(Reconciled::InStep),
+            other => Err(StoreError::Protocol(format!("reconcile returned {other}"))),
+        }
     }
 
     async fn forget_counter(&self, item: ItemId) -> Result<(), StoreError> {

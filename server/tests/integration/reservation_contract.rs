@@ -10,7 +10,8 @@ use server::metrics::Metrics;
 use server::reservation::memory::InProcessStore;
 use server::reservation::redis::RedisStore;
 use server::reservation::{
-    Confirmed, CounterSeed, Hold, HoldDeadline, HoldToken, ReservationStore, Reserved, reaper,
+    Confirmed, CounterSeed, Hold, HoldDeadline, HoldToken, Reconciled, ReservationStore, Reserved,
+    reaper,
 };
 
 const NOW: i64 = 1_700_000_000_000;
@@ -444,6 +445,7 @@ contract!(
         the_reaper_worklist_holds_exactly_the_items_with_holds,
         two_reapers_at_once_give_each_hold_back_once,
         concurrent_reserves_never_take_more_than_the_counter,
+        reconcile_repairs_only_quiet_counters,
     ]
 );
 
@@ -464,6 +466,7 @@ contract!(
         the_reaper_worklist_holds_exactly_the_items_with_holds,
         two_reapers_at_once_give_each_hold_back_once,
         concurrent_reserves_never_take_more_than_the_counter,
+        reconcile_repairs_only_quiet_counters,
     ]
 );
 
@@ -518,4 +521,40 @@ async fn the_redis_store_reloads_its_scripts_after_they_are_flushed() {
             Some(Confirmed::HoldEnded)
         );
     }
+}
+
+async fn reconcile_repairs_only_quiet_counters(store: &dyn ReservationStore) {
+    let at = |stock: i64, version: i64| CounterSeed {
+        stock,
+        version,
+        max_per_buyer: None,
+    };
+    assert_eq!(
+        store.reconcile(item(16), at(5, 1)).await.ok(),
+        Some(Reconciled::NotLoaded)
+    );
+    store.load(item(16), at(5, 1)).await.expect("load");
+    assert_eq!(
+        store.reconcile(item(16), at(5, 1)).await.ok(),
+        Some(Reconciled::InStep)
+    );
+    // A counter left 2 units too high (say, confirms lost in an outage).
+    store.restock(item(16), 2, 2).await.expect("drift");
+    let h = hold(1, "busy", 1);
+    store.reserve(item(16), &h).await.expect("reserve");
+    assert_eq!(
+        store.reconcile(item(16), at(5, 2)).await.ok(),
+        Some(Reconciled::Busy { holds: 1 }),
+        "not compared while a hold is live"
+    );
+    store.release(item(16), &h.token).await.expect("release");
+    assert_eq!(
+        store.reconcile(item(16), at(5, 2)).await.ok(),
+        Some(Reconciled::Repaired { drift: 2 })
+    );
+    assert_eq!(store.counter(item(16)).await.ok(), Some(Some(5)));
+    assert_eq!(
+        store.reconcile(item(16), at(5, 2)).await.ok(),
+        Some(Reconciled::InStep)
+    );
 }

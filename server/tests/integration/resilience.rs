@@ -203,3 +203,110 @@ async fn with_the_database_down_orders_answer_503_give_holds_back_and_write_noth
     );
     assert_eq!(app.orders_in_db(&item).await, (2, 2));
 }
+
+/// Drift injected into Redis is found and repaired by reconciliation while
+/// a burst runs, and reported as metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reconciliation_repairs_drift_while_orders_flow() {
+    let app = spawn_app(Setup::redis(Backend::Postgres)).await;
+    let item = app.create_item(120, None).await;
+    let redis = app.redis.as_ref().expect("redis");
+    let mut conn = redis.connection().await;
+    let stock_key = format!("{}inv:{{{}}}:stock", redis.prefix, item.id);
+    let _: i64 = redis::cmd("INCRBY")
+        .arg(&stock_key)
+        .arg(7)
+        .query_async(&mut conn)
+        .await
+        .expect("drift");
+
+    let store = app.state.reservation.clone().expect("store");
+    let buyers = join_all((0..60).map(|_| app.buyer())).await;
+    let burst = join_all(buyers.iter().enumerate().map(|(n, b)| {
+        let key = format!("flow-{n}");
+        async move { b.order_until_definite(item.id, 1, &key).await }
+    }));
+    let passes = async {
+        let mut repaired = 0;
+        for _ in 0..20 {
+            let report = server::reservation::reconcile::reconcile_all(
+                store.as_ref(),
+                &app.state.db,
+                &app.state.metrics,
+            )
+            .await
+            .expect("pass");
+            repaired += report.units_repaired;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        repaired
+    };
+    let (answers, _) = tokio::join!(burst, passes);
+    assert!(answers.iter().all(|a| a.status == 201));
+    let settled = eventually(Duration::from_secs(10), || async {
+        server::reservation::reconcile::reconcile_all(
+            store.as_ref(),
+            &app.state.db,
+            &app.state.metrics,
+        )
+        .await
+        .is_ok_and(|r| r.in_step == 1)
+    })
+    .await;
+    assert!(settled, "reconciliation ends in step");
+    let stock = app.item(item.id).await.stock;
+    assert_eq!(app.orders_in_db(&item).await.1 + stock, 120);
+    assert_eq!(
+        app.reservation_state(&item).await,
+        (Some(stock), 0),
+        "counter = database stock"
+    );
+    let text = http_client()
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let units: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("oversell_reconcile_drift_units_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_default();
+    assert!(units >= 7.0, "the drift was reported: {units}");
+}
+
+/// `server reconcile` does one pass from the command line and prints JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconcile_command_repairs_and_reports() {
+    let app = spawn_app(Setup::redis(Backend::Postgres)).await;
+    let item = app.create_item(9, None).await;
+    let redis = app.redis.as_ref().expect("redis");
+    let mut conn = redis.connection().await;
+    let stock_key = format!("{}inv:{{{}}}:stock", redis.prefix, item.id);
+    let _: () = redis::cmd("SET")
+        .arg(&stock_key)
+        .arg(4)
+        .query_async(&mut conn)
+        .await
+        .expect("drift");
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        .arg("reconcile")
+        .env("DATABASE_URL", &app.db.url)
+        .env("REDIS_URL", &redis.url)
+        .env("REDIS_KEY_PREFIX", &redis.prefix)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run server reconcile");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    assert_eq!(report["repaired"], 1, "{report}");
+    assert_eq!(report["units_repaired"], 5, "{report}");
+    assert_eq!(app.reservation_state(&item).await, (Some(9), 0));
+}
