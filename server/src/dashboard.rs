@@ -207,8 +207,20 @@ impl Sampler {
         }
     }
 
-    /// Takes one sample now.
+    /// Takes one sample now, and publishes the hottest items as gauges.
     pub fn sample(&self, at_ms: i64) {
+        let hot = self.hot_items.top(m::HOT_RANKS.len());
+        for (i, rank) in m::HOT_RANKS.iter().enumerate() {
+            let (id, rate) = hot
+                .get(i)
+                .map_or((0.0, 0.0), |h| (h.item.get() as f64, h.requests_per_second));
+            self.metrics
+                .gauge(m::HOT_ITEM_ID, &[("rank", rank)])
+                .set(id);
+            self.metrics
+                .gauge(m::HOT_ITEM_RATE, &[("rank", rank)])
+                .set(rate);
+        }
         let series = parse(&self.metrics.render());
         let intercepts_now = intercepts(&series);
         let mut rings = self

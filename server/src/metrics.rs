@@ -20,6 +20,7 @@
 //! | `oversell_holds_live` (gauge), `oversell_holds_reaped_total` | |
 //! | `oversell_redis_breaker_state` (gauge: 0 closed, 1 half-open, 2 open) | |
 //! | `oversell_reconcile_repairs_total`, `oversell_reconcile_drift_units_total`, `oversell_reconcile_drifting_items` (gauge, last pass) | |
+//! | `oversell_hot_item_id`, `oversell_hot_item_requests_per_second` (gauges) | `rank` (`1` to `5`) |
 
 use metrics::{
     Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
@@ -44,6 +45,11 @@ pub const BREAKER_STATE: &str = "oversell_redis_breaker_state";
 pub const RECONCILE_REPAIRS: &str = "oversell_reconcile_repairs_total";
 pub const RECONCILE_UNITS: &str = "oversell_reconcile_drift_units_total";
 pub const RECONCILE_DRIFTING: &str = "oversell_reconcile_drifting_items";
+/// The hottest items by rank (1 = hottest): their id and request rate. Ranks
+/// keep the series count fixed however many items get hot over time.
+pub const HOT_ITEM_ID: &str = "oversell_hot_item_id";
+pub const HOT_ITEM_RATE: &str = "oversell_hot_item_requests_per_second";
+pub const HOT_RANKS: [&str; 5] = ["1", "2", "3", "4", "5"];
 
 /// Every metric name this server exports, for checks on dashboards and rules.
 pub const ALL: &[&str] = &[
@@ -63,6 +69,8 @@ pub const ALL: &[&str] = &[
     RECONCILE_REPAIRS,
     RECONCILE_UNITS,
     RECONCILE_DRIFTING,
+    HOT_ITEM_ID,
+    HOT_ITEM_RATE,
 ];
 
 /// Latency buckets from 100 µs to 10 s: the reservation layer answers in
@@ -172,6 +180,10 @@ impl Metrics {
         self.counter(RECONCILE_REPAIRS, &[]).increment(0);
         self.counter(RECONCILE_UNITS, &[]).increment(0);
         self.gauge(RECONCILE_DRIFTING, &[]).set(0.0);
+        for rank in HOT_RANKS {
+            self.gauge(HOT_ITEM_ID, &[("rank", rank)]).set(0.0);
+            self.gauge(HOT_ITEM_RATE, &[("rank", rank)]).set(0.0);
+        }
     }
 
     /// Records nothing.
@@ -253,6 +265,16 @@ impl Metrics {
         counter(
             RECONCILE_UNITS,
             "Units of drift repaired by reconciliation.",
+        );
+        r.describe_gauge(
+            KeyName::from_const_str(HOT_ITEM_ID),
+            None,
+            SharedString::const_str("Id of the item at this rank of the hottest items (0: none)."),
+        );
+        r.describe_gauge(
+            KeyName::from_const_str(HOT_ITEM_RATE),
+            None,
+            SharedString::const_str("Decayed order-attempt rate of the item at this rank."),
         );
         r.describe_gauge(
             KeyName::from_const_str(RECONCILE_DRIFTING),

@@ -7,6 +7,7 @@ mod dashboard;
 mod guard_events;
 mod harness;
 mod ledger;
+mod monitoring;
 mod observability;
 mod pipeline;
 mod reservation_contract;
