@@ -6,6 +6,10 @@
 //! - `ledger` write (versioned UPDATE + order INSERT in one transaction) on
 //!   the local PostgreSQL and MariaDB and on a SQLite file.
 //!
+//! - the cost of metrics on the order path: the metric calls one order makes,
+//!   and the whole sold-out fast path (Redis idempotency claim + reserve)
+//!   through the pipeline, each with the recorder and with no-op handles.
+//!
 //! Each prints mean, p50, p99 and max from an HDR histogram. Set
 //! `BENCH_ITERATIONS` (default 5000) to change the sample size.
 
@@ -135,6 +139,128 @@ async fn bench_ledger(name: &str, url: &str) {
     db.close().await;
 }
 
+/// The metric calls one order makes on its way through the pipeline.
+fn record_one_order(metrics: &Metrics) {
+    use server::metrics as m;
+    let s = "redis+db";
+    metrics
+        .counter(m::IDEMPOTENCY, &[("result", "new"), ("strategy", s)])
+        .increment(1);
+    for stage in ["idempotency", "reserve", "ledger", "settle"] {
+        metrics
+            .histogram(m::STAGE_SECONDS, &[("stage", stage), ("strategy", s)])
+            .record(0.0004);
+    }
+    metrics
+        .counter(m::RESERVATIONS, &[("result", "ok"), ("strategy", s)])
+        .increment(1);
+    metrics
+        .counter(m::DB_UPDATE_ATTEMPTS, &[("result", "ok"), ("strategy", s)])
+        .increment(1);
+    metrics
+        .counter(m::CONFIRMS, &[("result", "hold_ended")])
+        .increment(1);
+    metrics
+        .counter(m::ORDERS, &[("outcome", "created"), ("strategy", s)])
+        .increment(1);
+    metrics
+        .histogram(m::ORDER_SECONDS, &[("strategy", s)])
+        .record(0.002);
+}
+
+fn bench_metric_calls() {
+    let n = iterations() * 20;
+    for (name, metrics) in [
+        ("recorder", Metrics::new().expect("metrics")),
+        ("no-op", Metrics::disabled()),
+    ] {
+        let started = Instant::now();
+        for _ in 0..n {
+            record_one_order(&metrics);
+        }
+        let per_order = started.elapsed().as_nanos() as f64 / n as f64;
+        println!(
+            "{:<34} {per_order:>8.0} ns per order ({n} orders)",
+            format!("metrics calls, {name}")
+        );
+    }
+}
+
+/// The sold-out fast path through the whole pipeline, metrics on and off.
+async fn bench_sold_out_path(conn: RedisConn, prefix: &str, db_url: &str) {
+    use server::config::Strategy;
+    use server::orders::idempotency::{redis::RedisRecords, sql::SqlRecords};
+    use server::orders::{OrderPipeline, Records, reserve::ReserveStage};
+    use std::sync::Arc;
+    let db = Database::connect(db_url, 2).await.expect("connect");
+    let item = items::create(
+        &db,
+        &items::NewItem {
+            title: "sold out".into(),
+            condition: "used".into(),
+            seller: "bench".into(),
+            price_cents: 100,
+            stock: 0,
+            max_per_buyer: None,
+        },
+    )
+    .await
+    .expect("item");
+    for (name, metrics) in [
+        ("recorder", Metrics::new().expect("metrics")),
+        ("no-op", Metrics::disabled()),
+    ] {
+        let metrics = Arc::new(metrics);
+        let store: Arc<dyn ReservationStore> =
+            Arc::new(RedisStore::new(conn.clone(), format!("{prefix}{name}:")));
+        let records = Records {
+            redis_then_db: Arc::new(RedisRecords::new(
+                conn.clone(),
+                format!("{prefix}{name}:"),
+                Duration::from_secs(60),
+            )),
+            db_only: Arc::new(SqlRecords::new(db.clone(), Duration::from_secs(60))),
+        };
+        let ledger = Ledger::new(
+            db.clone(),
+            Backoff {
+                max_attempts: 8,
+                base: Duration::from_millis(1),
+                cap: Duration::from_millis(20),
+            },
+            metrics.clone(),
+        );
+        let pipeline = OrderPipeline::new(
+            Strategy::RedisThenDb,
+            records,
+            Some(ReserveStage::new(store, db.clone(), metrics.clone())),
+            ledger,
+            Duration::from_secs(30),
+            metrics,
+            Arc::new(server::hot_items::HotItems::new()),
+            None,
+        );
+        let mut latency = histogram();
+        for i in 0..iterations() {
+            let key = IdempotencyKey::parse(&format!("sold-out-{i}")).expect("key");
+            let request = OrderRequest {
+                item_id: item.id,
+                qty: Quantity::ONE,
+            };
+            let started = Instant::now();
+            let placement = pipeline
+                .place(&buyer(i), &key, request, Strategy::RedisThenDb)
+                .await;
+            latency
+                .record(started.elapsed().as_nanos() as u64)
+                .expect("record");
+            assert!(placement.result.is_err(), "sold out");
+        }
+        report(&format!("sold-out order, metrics {name}"), &latency);
+    }
+    db.close().await;
+}
+
 /// Creates a throwaway database on a shared server and returns its URL.
 async fn scratch_database(admin_url: &str, name: &str) -> Option<String> {
     let mut conn = sqlx::AnyConnection::connect(admin_url).await.ok()?;
@@ -162,6 +288,8 @@ async fn main() {
     let redis_url =
         std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("bench{}:", std::process::id());
+    bench_metric_calls();
+    let dir = tempfile::tempdir().expect("temp dir");
     match RedisConn::connect(
         &RedisTarget::Single(redis_url.clone()),
         Duration::from_millis(500),
@@ -171,6 +299,8 @@ async fn main() {
         Ok(Some(conn)) => {
             let store = RedisStore::new(conn.clone(), prefix.clone());
             bench_reserve("redis", &store).await;
+            let fast_path_db = format!("sqlite://{}/fast-path.sqlite3", dir.path().display());
+            bench_sold_out_path(conn.clone(), &prefix, &fast_path_db).await;
             let mut raw = conn;
             let keys: Vec<String> = redis::cmd("KEYS")
                 .arg(format!("{prefix}*"))
@@ -185,7 +315,6 @@ async fn main() {
     }
     bench_reserve("in-process", &InProcessStore::new()).await;
 
-    let dir = tempfile::tempdir().expect("temp dir");
     bench_ledger(
         "sqlite",
         &format!("sqlite://{}/bench.sqlite3", dir.path().display()),
