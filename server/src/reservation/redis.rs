@@ -23,7 +23,7 @@ use super::{
 };
 use crate::redis_conn::RedisConn;
 use app::domain::ItemId;
-use redis::{AsyncCommands, ErrorKind, RedisError, Script, ServerErrorKind};
+use redis::{AsyncCommands, RedisError, Script};
 use std::sync::LazyLock;
 
 struct Scripts {
@@ -112,50 +112,56 @@ impl ReservationStore for RedisStore {
     }
 
     /// Runs `lua/reserve.lua` (KEYS stock, holds, deadlines, buyers, meta;
-    /// ARGV token, buyer, qty, deadline) in one round trip with the `SADD`
-    /// that lists the item for the reaper. The listing goes first, so a hold
-    /// never exists unlisted; a listed item without holds costs the reaper
-    /// one cheap call and is then dropped.
+    /// ARGV token, buyer, qty, deadline) together with the `SADD` that lists
+    /// the item for the reaper. Both go out at once on the multiplexed
+    /// connection, so they cost one round trip; they are separate commands
+    /// because the worklist lives in another cluster slot than the item. A
+    /// hold whose listing failed is given back: unlisted, it would never be
+    /// reaped. A listed item without holds costs the reaper one cheap call.
     async fn reserve(&self, item: ItemId, hold: &Hold) -> Result<Reserved, StoreError> {
         let k = self.keys(item);
-        let mut conn = self.conn();
-        let mut invocation = SCRIPTS.reserve.prepare_invoke();
-        invocation
-            .key(&k.stock)
-            .key(&k.holds)
-            .key(&k.deadlines)
-            .key(&k.buyers)
-            .key(&k.meta)
-            .arg(hold.token.as_str())
-            .arg(hold.buyer.as_str())
-            .arg(hold.qty.get())
-            .arg(hold.deadline.as_ms());
-        let mut pipe = redis::pipe();
-        pipe.sadd(self.worklist_key(), item.get())
-            .ignore()
-            .invoke_script(&invocation);
-        let answer: Result<((i64, i64),), RedisError> = match pipe.query_async(&mut conn).await {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                // Redis restarted or was flushed of scripts: load, then once more.
-                invocation
-                    .load_async(&mut conn)
-                    .await
-                    .map_err(store_error)?;
-                pipe.query_async(&mut conn).await
-            }
-            other => other,
+        let mut listing_conn = self.conn();
+        let mut script_conn = self.conn();
+        let worklist = self.worklist_key();
+        let listing = async move {
+            let listed: Result<i64, RedisError> = listing_conn.sadd(worklist, item.get()).await;
+            listed
         };
-        let ((status, value),) = answer.map_err(store_error)?;
-        match status {
-            1 => Ok(Reserved::Held { remaining: value }),
-            2 => Ok(Reserved::AlreadyHeld),
-            0 => Ok(Reserved::SoldOut { available: value }),
-            -1 => Ok(Reserved::NotLoaded),
-            -2 => Ok(Reserved::LimitExceeded { already: value }),
-            other => Err(StoreError::Protocol(format!(
-                "reserve returned status {other}"
-            ))),
+        let script = async {
+            let answer: Result<(i64, i64), RedisError> = SCRIPTS
+                .reserve
+                .key(&k.stock)
+                .key(&k.holds)
+                .key(&k.deadlines)
+                .key(&k.buyers)
+                .key(&k.meta)
+                .arg(hold.token.as_str())
+                .arg(hold.buyer.as_str())
+                .arg(hold.qty.get())
+                .arg(hold.deadline.as_ms())
+                .invoke_async(&mut script_conn)
+                .await;
+            answer
+        };
+        let (listed, answer) = tokio::join!(listing, script);
+        let (status, value) = answer.map_err(store_error)?;
+        let reserved = match status {
+            1 => Reserved::Held { remaining: value },
+            2 => Reserved::AlreadyHeld,
+            0 => Reserved::SoldOut { available: value },
+            -1 => Reserved::NotLoaded,
+            -2 => Reserved::LimitExceeded { already: value },
+            other => {
+                return Err(StoreError::Protocol(format!(
+                    "reserve returned status {other}"
+                )));
+            }
+        };
+        if let (Reserved::Held { .. }, Err(e)) = (reserved, listed) {
+            let _ = self.release(item, &hold.token).await;
+            return Err(store_error(e));
         }
+        Ok(reserved)
     }
 
     /// Runs `lua/load.lua` (KEYS stock, holds, meta; ARGV stock, version,

@@ -176,6 +176,8 @@ pub struct Setup {
     pub redis: bool,
     /// A Redis of the test's own (a `PrivateRedis`) instead of the shared one.
     pub redis_url: Option<String>,
+    /// A Redis Cluster's seed nodes (a `RedisCluster`) instead of one Redis.
+    pub cluster_nodes: Option<Vec<String>>,
     pub strategy: Strategy,
     pub tweak: fn(&mut Config),
 }
@@ -186,6 +188,7 @@ impl Setup {
             backend,
             redis: false,
             redis_url: None,
+            cluster_nodes: None,
             strategy: Strategy::DbOnly,
             tweak: |_| {},
         }
@@ -196,6 +199,7 @@ impl Setup {
             backend: Backend::Sqlite,
             redis: false,
             redis_url: None,
+            cluster_nodes: None,
             strategy: Strategy::RedisThenDb,
             tweak: |_| {},
         }
@@ -206,6 +210,7 @@ impl Setup {
             backend,
             redis: true,
             redis_url: None,
+            cluster_nodes: None,
             strategy: Strategy::RedisThenDb,
             tweak: |_| {},
         }
@@ -309,6 +314,10 @@ pub async fn spawn_app(setup: Setup) -> TestApp {
         redis.as_ref().map(|r| (r.url.as_str(), r.prefix.as_str())),
         setup.strategy,
     );
+    if let Some(nodes) = &setup.cluster_nodes {
+        config.redis = RedisTarget::Cluster(nodes.clone());
+        config.redis_key_prefix = unique("c");
+    }
     (setup.tweak)(&mut config);
     let instance = start(config).await;
     TestApp {
@@ -333,6 +342,14 @@ pub async fn spawn_instance(
         app.state.pipeline.strategy(),
     ))
     .await
+}
+
+/// Another server instance beside `app`, sharing its database and the same
+/// configuration (Redis, cluster, prefix) with its own port.
+pub async fn spawn_twin(app: &TestApp) -> Instance {
+    let mut config = app.state.config.clone();
+    config.site_addr = "127.0.0.1:0".parse().expect("addr");
+    start(config).await
 }
 
 /// A buyer: an HTTP client with its own cookie jar and session.
@@ -646,4 +663,135 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
+}
+
+/// A three-master Redis Cluster of this test's own: `redis-server
+/// --cluster-enabled yes` on free ports, joined by `redis-cli --cluster
+/// create`, killed when dropped.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    children: Vec<std::process::Child>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_cluster_port() -> u16 {
+    // A cluster node also listens on its port + 10000 (the cluster bus).
+    loop {
+        let Ok(listener) = std::net::TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(port) = listener.local_addr().map(|a| a.port()) else {
+            continue;
+        };
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl RedisCluster {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut ports = Vec::new();
+        while ports.len() < 3 {
+            let port = free_cluster_port();
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        let children = ports
+            .iter()
+            .map(|port| {
+                let node_dir = dir.path().join(port.to_string());
+                std::fs::create_dir_all(&node_dir).expect("node dir");
+                std::process::Command::new("redis-server")
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .args([
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                    ])
+                    .args(["--save", "", "--appendonly", "no"])
+                    .arg("--dir")
+                    .arg(&node_dir)
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .expect("redis-server is installed")
+            })
+            .collect();
+        let cluster = Self {
+            ports,
+            children,
+            _dir: dir,
+        };
+        for port in &cluster.ports {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
+            let up = eventually(Duration::from_secs(10), || {
+                let client = client.clone();
+                async move {
+                    match client.get_multiplexed_async_connection().await {
+                        Ok(mut conn) => redis::cmd("PING")
+                            .query_async::<String>(&mut conn)
+                            .await
+                            .is_ok(),
+                        Err(_) => false,
+                    }
+                }
+            })
+            .await;
+            assert!(up, "cluster node {port} did not start");
+        }
+        let nodes: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let created = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli is installed");
+        assert!(
+            created.status.success(),
+            "{}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        for port in &cluster.ports {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
+            let ok = eventually(Duration::from_secs(20), || {
+                let client = client.clone();
+                async move {
+                    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                        return false;
+                    };
+                    redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .is_ok_and(|info| info.contains("cluster_state:ok"))
+                }
+            })
+            .await;
+            assert!(ok, "the cluster did not settle");
+        }
+        cluster
+    }
+
+    pub fn nodes(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -517,3 +517,76 @@ async fn the_embedded_default_sells_exactly_the_stock() {
     assert_eq!(app.orders_in_db(&item).await, (40, 40));
     assert_eq!(app.reservation_state(&item).await, (Some(0), 0));
 }
+
+/// On a real Redis Cluster, two instances share it and PostgreSQL: 2000
+/// orders from 500 buyers on stock 100 sell exactly 100.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_on_a_redis_cluster_sell_exactly_the_stock() {
+    let cluster = crate::harness::RedisCluster::start().await;
+    let mut setup = Setup::redis(Backend::Postgres);
+    setup.redis = false;
+    setup.cluster_nodes = Some(cluster.nodes());
+    let app = spawn_app(setup).await;
+    assert_eq!(
+        app.state.reservation.as_ref().map(|s| s.kind()),
+        Some("redis-cluster")
+    );
+    let twin = crate::harness::spawn_twin(&app).await;
+    let item = app.create_item(100, None).await;
+    let clients: Vec<(String, reqwest::Client)> = (0..500)
+        .map(|n| {
+            let base = if n % 2 == 0 {
+                app.base.clone()
+            } else {
+                twin.base.clone()
+            };
+            (base, http_client())
+        })
+        .collect();
+    for (base, client) in &clients {
+        assert_eq!(
+            client
+                .post(format!("{base}/api/session"))
+                .send()
+                .await
+                .expect("session")
+                .status(),
+            201
+        );
+    }
+    let answers = join_all((0..2000).map(|n| {
+        let (base, client) = &clients[n % 500];
+        let key = format!("cluster-{n}");
+        async move {
+            loop {
+                let answer = crate::harness::answer(
+                    client
+                        .post(format!("{base}/api/orders"))
+                        .header("Idempotency-Key", key.as_str())
+                        .json(&serde_json::json!({"item_id": item.id, "qty": 1}))
+                        .send()
+                        .await
+                        .expect("send"),
+                )
+                .await;
+                if answer.body["retryable"] != serde_json::json!(true) {
+                    return answer;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }))
+    .await;
+    assert_eq!(answers.iter().filter(|a| a.status == 201).count(), 100);
+    assert_eq!(app.orders_in_db(&item).await, (100, 100));
+    assert_eq!(app.duplicate_orders().await, 0);
+    let settled = eventually(Duration::from_secs(30), || async {
+        app.reservation_state(&item).await == (Some(0), 0)
+    })
+    .await;
+    assert!(
+        settled,
+        "counter 0, no hold: {:?}",
+        app.reservation_state(&item).await
+    );
+}
