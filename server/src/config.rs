@@ -86,6 +86,10 @@ pub struct Config {
     /// `ALLOW_STRATEGY_OVERRIDE`: let `POST /api/orders` pick the strategy
     /// per request with `X-Order-Strategy` (for A/B benchmarks). Off by default.
     pub allow_strategy_override: bool,
+    /// `ORDER_RATE_PER_SECOND` and `ORDER_RATE_BURST`: order attempts one
+    /// buyer may make (a token bucket per buyer, per instance).
+    pub order_rate_per_second: u32,
+    pub order_rate_burst: u32,
     /// `HOLD_TTL_MS`: how long a reservation holds stock before the reaper
     /// gives it back.
     pub hold_ttl: Duration,
@@ -124,6 +128,8 @@ impl Config {
             cookie_secure: false,
             strategy: Strategy::RedisThenDb,
             allow_strategy_override: false,
+            order_rate_per_second: 10,
+            order_rate_burst: 20,
             hold_ttl: Duration::from_secs(30),
             reaper_interval: Duration::from_secs(1),
             reconcile_interval: Duration::from_secs(30),
@@ -255,6 +261,22 @@ impl Config {
         }
         if let Some(raw) = var("ALLOW_STRATEGY_OVERRIDE") {
             config.allow_strategy_override = parse_bool("ALLOW_STRATEGY_OVERRIDE", &raw)?;
+        }
+        if let Some(raw) = var("ORDER_RATE_PER_SECOND") {
+            config.order_rate_per_second = parse_var(
+                "ORDER_RATE_PER_SECOND",
+                &raw,
+                |v| v.parse().ok().filter(|n| (1..=1_000_000).contains(n)),
+                "an integer from 1 to 1000000",
+            )?;
+        }
+        if let Some(raw) = var("ORDER_RATE_BURST") {
+            config.order_rate_burst = parse_var(
+                "ORDER_RATE_BURST",
+                &raw,
+                |v| v.parse().ok().filter(|n| (1..=1_000_000).contains(n)),
+                "an integer from 1 to 1000000",
+            )?;
         }
         if let Some(raw) = var("HOLD_TTL_MS") {
             config.hold_ttl = parse_millis("HOLD_TTL_MS", &raw, 100, 3_600_000)?;

@@ -9,7 +9,8 @@
 //!   listener; [`config`] reads and validates the environment; [`telemetry`]
 //!   sets up logs.
 //! - [`api`]: one module per resource; extractors turn raw input into domain
-//!   types or a JSON 4xx. [`session`] resolves the signed buyer cookie.
+//!   types or a JSON 4xx. [`session`] resolves the signed buyer cookie;
+//!   [`rate_limit`] turns back buyers who order too fast.
 //! - [`state`]: the one context struct, which implements the app's
 //!   `Checkout` port for the server functions and the API alike.
 //! - [`orders`]: the pipeline, one module per stage:
@@ -34,6 +35,7 @@ pub mod error;
 pub mod hot_items;
 pub mod metrics;
 pub mod orders;
+pub mod rate_limit;
 pub mod redis_conn;
 pub mod reservation;
 pub mod session;

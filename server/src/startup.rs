@@ -15,6 +15,7 @@ use crate::orders::idempotency::{redis::RedisRecords, sql::SqlRecords};
 use crate::orders::ledger::{Backoff, Ledger};
 use crate::orders::reserve::ReserveStage;
 use crate::orders::{OrderPipeline, Records};
+use crate::rate_limit::RateLimiter;
 use crate::redis_conn::RedisConn;
 use crate::reservation::breaker::Breaker;
 use crate::reservation::{
@@ -166,6 +167,7 @@ impl Application {
             "order pipeline ready"
         );
 
+        let rate_limiter = RateLimiter::new(config.order_rate_per_second, config.order_rate_burst);
         let state = AppState(Arc::new(AppContext {
             cookie_key: cookie_key(config.cookie_secret.as_deref()),
             config,
@@ -177,6 +179,7 @@ impl Application {
             metrics,
             hot_items,
             dashboard,
+            rate_limiter,
             guard_totals: GuardTotals::default(),
         }));
         let router = router(state.clone());
@@ -312,6 +315,8 @@ fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .nest("/api", api::router())
+        // `/api/` itself is not under the nested router's fallback.
+        .route("/api/", axum::routing::any(api::not_found))
         .route("/healthz", get(api::health::healthz))
         .route("/readyz", get(api::health::readyz))
         .route("/metrics", get(api::health::metrics))

@@ -33,6 +33,7 @@ pub struct AppContext {
     pub metrics: Arc<Metrics>,
     pub hot_items: Arc<HotItems>,
     pub dashboard: Arc<crate::dashboard::Sampler>,
+    pub rate_limiter: crate::rate_limit::RateLimiter,
     pub guard_totals: GuardTotals,
 }
 
@@ -83,6 +84,26 @@ fn database_unavailable(e: sqlx::Error) -> OrderError {
     OrderError::new(ErrorCode::Unavailable, "the shop is busy; try again")
 }
 
+impl AppContext {
+    /// The per-buyer rate limit, checked before any order attempt.
+    ///
+    /// # Errors
+    /// `rate_limited` (429, retryable) when the buyer is over the limit.
+    pub fn admit_order(&self, buyer: &BuyerId) -> Result<(), OrderError> {
+        self.rate_limiter
+            .check(buyer, std::time::Instant::now())
+            .map_err(|wait| {
+                OrderError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "too many order attempts; try again in {} ms",
+                        wait.as_millis().max(1)
+                    ),
+                )
+            })
+    }
+}
+
 #[async_trait::async_trait]
 impl Checkout for AppContext {
     async fn list_items(&self) -> Result<Vec<Item>, OrderError> {
@@ -102,6 +123,12 @@ impl Checkout for AppContext {
         key: &IdempotencyKey,
         request: OrderRequest,
     ) -> Placement {
+        if let Err(error) = self.admit_order(buyer) {
+            return Placement {
+                result: Err(error),
+                replayed: false,
+            };
+        }
         self.pipeline
             .place(buyer, key, request, self.pipeline.strategy())
             .await

@@ -23,11 +23,13 @@ pub mod session;
 use crate::error::ApiError;
 use crate::state::AppState;
 use app::domain::{IdempotencyKey, ItemId};
+use app::model::ErrorCode;
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
@@ -51,9 +53,42 @@ pub fn router() -> Router<AppState> {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(ensure_error_shape))
 }
 
-async fn not_found() -> ApiError {
+/// A last line for the API's error contract: any 4xx or 5xx that an
+/// extractor or layer produced in another shape (plain text, empty) is
+/// rewritten as `{code, message, retryable}` with a code for its status.
+async fn ensure_error_shape(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+        StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Unavailable,
+        s if s.is_client_error() => ErrorCode::InvalidRequest,
+        _ => ErrorCode::Internal,
+    };
+    let message = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase();
+    let mut shaped = crate::error::error_response(&app::model::OrderError::new(code, message));
+    *shaped.status_mut() = status;
+    shaped
+}
+
+pub async fn not_found() -> ApiError {
     ApiError::not_found("no such API route")
 }
 

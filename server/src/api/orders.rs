@@ -27,6 +27,7 @@ pub async fn create(
     headers: HeaderMap,
     ApiJson(request): ApiJson<OrderRequest>,
 ) -> Result<Response, ApiError> {
+    state.admit_order(&buyer)?;
     let strategy = requested_strategy(&state, &headers)?;
     let placement = state.pipeline.place(&buyer, &key, request, strategy).await;
     let mut response = match &placement.result {

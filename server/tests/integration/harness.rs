@@ -251,6 +251,9 @@ fn test_config(database_url: &str, redis: Option<(&str, &str)>, strategy: Strate
     config.cookie_secret = Some(COOKIE_SECRET.to_owned());
     config.strategy = strategy;
     config.seed_demo_items = false;
+    // Load tests send many attempts per buyer; the limit has its own test.
+    config.order_rate_per_second = 1_000_000;
+    config.order_rate_burst = 1_000_000;
     config
 }
 

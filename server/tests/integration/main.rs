@@ -4,6 +4,7 @@
 
 mod api_input;
 mod dashboard;
+mod fuzz;
 mod guard_events;
 mod harness;
 mod ledger;
@@ -12,4 +13,5 @@ mod observability;
 mod pipeline;
 mod reservation_contract;
 mod resilience;
+mod security;
 mod traces;
