@@ -1,0 +1,144 @@
+//! The command line.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    about = "Load the oversell guard on loopback and check it oversold nothing"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one load and check the invariants afterwards.
+    Run(RunArgs),
+    /// Build the A/B report (markdown + SVG charts) from run summaries.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Endpoint {
+    /// POST /api/orders.
+    Orders,
+    /// GET /healthz (for comparing throughputs with the same tool).
+    Healthz,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Server base URL(s); requests are spread over them. Loopback only.
+    #[arg(long = "target", default_value = "http://127.0.0.1:3000")]
+    pub targets: Vec<String>,
+    /// Requests per second, leaving on schedule (open model).
+    #[arg(long, conflicts_with = "concurrency")]
+    pub rate: Option<u32>,
+    /// Closed loop instead: this many requests in flight, each sent when
+    /// the previous returned (for maximum throughput).
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+    /// How long to send, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Hard cap on requests sent.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_requests: u64,
+    /// Distinct buyers (sessions) the requests come from.
+    #[arg(long, default_value_t = 1_000)]
+    pub buyers: u32,
+    /// Items to create; requests are spread over them.
+    #[arg(long, default_value_t = 1)]
+    pub items: u32,
+    /// Stock of each created item (0: every order is sold out).
+    #[arg(long, default_value_t = 100)]
+    pub stock: i64,
+    /// Units per order.
+    #[arg(long, default_value_t = 1)]
+    pub qty: i64,
+    /// Send X-Order-Strategy (the server needs ALLOW_STRATEGY_OVERRIDE).
+    #[arg(long)]
+    pub strategy: Option<String>,
+    #[arg(long, value_enum, default_value_t = Endpoint::Orders)]
+    pub endpoint: Endpoint,
+    /// Admin token for creating items and reading their stats.
+    #[arg(long, env = "ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// The database the server uses: invariants are also checked there, and
+    /// on PostgreSQL with pg_stat_statements the statements it ran are counted.
+    #[arg(long, env = "LOADGEN_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// How long to wait for live holds to drain (reaper interval + hold TTL).
+    #[arg(long, default_value_t = 40.0)]
+    pub drain_seconds: f64,
+    /// Give up on in-flight requests this long after the last was sent.
+    #[arg(long, default_value_t = 30.0)]
+    pub request_timeout: f64,
+    /// Skip the invariant checks.
+    #[arg(long)]
+    pub no_check: bool,
+    /// Name of this run in the report.
+    #[arg(long, default_value = "run")]
+    pub label: String,
+    /// Directory for the run's summary (`<label>.json`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Directory holding run summaries (`*.json`).
+    #[arg(long = "in")]
+    pub input: PathBuf,
+    /// Directory for README.md and the SVG charts.
+    #[arg(long = "out")]
+    pub output: PathBuf,
+}
+
+impl RunArgs {
+    /// # Errors
+    /// A target that is not on loopback, or numbers out of range.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for target in &self.targets {
+            let host = target
+                .strip_prefix("http://")
+                .ok_or_else(|| anyhow::anyhow!("only http:// targets: {target}"))?
+                .split(['/', ':'])
+                .next()
+                .unwrap_or_default();
+            let loopback = host == "localhost" || host == "[" || host.starts_with("127.");
+            if !loopback {
+                anyhow::bail!("refusing to load a non-loopback target: {target}");
+            }
+        }
+        if self.rate.is_none() && self.concurrency.is_none() {
+            anyhow::bail!("give --rate (open model) or --concurrency (closed loop)");
+        }
+        if !(0.1..=3_600.0).contains(&self.duration) {
+            anyhow::bail!("--duration must be between 0.1 and 3600 seconds");
+        }
+        if self.buyers == 0 || self.items == 0 || self.qty < 1 {
+            anyhow::bail!("--buyers, --items and --qty must be at least 1");
+        }
+        if self.endpoint == Endpoint::Orders && self.admin_token.is_none() {
+            anyhow::bail!("--admin-token (or ADMIN_TOKEN) is needed to create items");
+        }
+        Ok(())
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration)
+    }
+
+    pub fn mode_description(&self) -> String {
+        match (self.rate, self.concurrency) {
+            (Some(rate), _) => format!("open model at {rate} req/s for {} s", self.duration),
+            (None, Some(c)) => format!("closed loop with {c} in flight for {} s", self.duration),
+            (None, None) => String::new(),
+        }
+    }
+}

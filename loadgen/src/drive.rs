@@ -1,0 +1,319 @@
+//! Sending the load.
+//!
+//! Open model: request `i` is due at `start + i / rate`. A dispatcher wakes
+//! every millisecond and sends every request that is due, whether or not
+//! earlier ones returned. A request's latency runs from its *scheduled*
+//! time, not from when it actually left, so a stalled server is charged for
+//! the whole stall (coordinated omission corrected); the service time (from
+//! the actual send) is kept too. In-flight requests are capped; requests
+//! that would exceed the cap are counted as dropped, never silently skipped.
+//!
+//! Closed loop: `concurrency` workers each send as soon as their previous
+//! request returned, for measuring maximum throughput.
+
+use crate::cli::{Endpoint, RunArgs};
+use crate::setup::Target;
+use hdrhistogram::Histogram;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// At most this many requests in flight in the open model.
+const MAX_IN_FLIGHT: usize = 20_000;
+
+pub fn client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(usize::MAX)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(60))
+        .build()?)
+}
+
+fn histogram() -> Histogram<u64> {
+    // Microseconds from 1 µs to 10 minutes, 3 significant digits.
+    Histogram::new_with_bounds(1, 600_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!("3 digits is valid")))
+}
+
+/// What one request came back with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Created,
+    Conflict409,
+    Other4xx,
+    Server5xx,
+    Ok2xx,
+    /// No answer (connection error, timeout).
+    Failed,
+}
+
+impl Class {
+    fn of(status: u16) -> Self {
+        match status {
+            201 => Self::Created,
+            409 => Self::Conflict409,
+            200..=299 => Self::Ok2xx,
+            400..=499 => Self::Other4xx,
+            _ => Self::Server5xx,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Counts {
+    pub created: u64,
+    pub conflict_409: u64,
+    pub other_4xx: u64,
+    pub server_5xx: u64,
+    pub ok_2xx: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    /// Error codes seen, with counts.
+    pub codes: std::collections::BTreeMap<String, u64>,
+}
+
+impl Counts {
+    fn add(&mut self, class: Class) {
+        match class {
+            Class::Created => self.created += 1,
+            Class::Conflict409 => self.conflict_409 += 1,
+            Class::Other4xx => self.other_4xx += 1,
+            Class::Server5xx => self.server_5xx += 1,
+            Class::Ok2xx => self.ok_2xx += 1,
+            Class::Failed => self.failed += 1,
+        }
+    }
+
+    pub fn answered(&self) -> u64 {
+        self.created + self.conflict_409 + self.other_4xx + self.server_5xx + self.ok_2xx
+    }
+}
+
+pub struct Recorded {
+    /// Scheduled-to-completion latency (µs).
+    pub corrected: Histogram<u64>,
+    /// Send-to-completion latency (µs).
+    pub service: Histogram<u64>,
+    /// Per second since the start: corrected latencies (µs).
+    pub timeline: Vec<Histogram<u64>>,
+    pub counts: Counts,
+    /// Order ids of 201 answers, per item id.
+    pub created_orders: std::collections::HashMap<i64, Vec<String>>,
+    /// 201 answers per item id.
+    pub created_per_item: std::collections::HashMap<i64, u64>,
+}
+
+impl Recorded {
+    fn new() -> Self {
+        Self {
+            corrected: histogram(),
+            service: histogram(),
+            timeline: Vec::new(),
+            counts: Counts::default(),
+            created_orders: std::collections::HashMap::new(),
+            created_per_item: std::collections::HashMap::new(),
+        }
+    }
+}
+
+pub struct Outcome {
+    pub recorded: Recorded,
+    pub sent: u64,
+    pub elapsed: Duration,
+}
+
+struct Shot {
+    url: String,
+    cookie: Option<String>,
+    item: Option<i64>,
+}
+
+fn shot(args: &RunArgs, target: &Target, n: u64) -> Shot {
+    let base = &args.targets[(n % args.targets.len() as u64) as usize];
+    match args.endpoint {
+        Endpoint::Healthz => Shot {
+            url: format!("{base}/healthz"),
+            cookie: None,
+            item: None,
+        },
+        Endpoint::Orders => {
+            let buyer = &target.buyers[(n % target.buyers.len() as u64) as usize];
+            let item = &target.items[(n % target.items.len() as u64) as usize];
+            Shot {
+                url: format!("{base}/api/orders"),
+                cookie: Some(buyer.cookie.clone()),
+                item: Some(item.id),
+            }
+        }
+    }
+}
+
+async fn fire(
+    client: &reqwest::Client,
+    args: &RunArgs,
+    shot: &Shot,
+) -> (Class, Option<String>, Option<String>) {
+    let request = match shot.item {
+        None => client.get(&shot.url),
+        Some(item) => {
+            let mut request = client
+                .post(&shot.url)
+                .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+                .header("Cookie", shot.cookie.as_deref().unwrap_or_default())
+                .json(&serde_json::json!({ "item_id": item, "qty": args.qty }));
+            if let Some(strategy) = &args.strategy {
+                request = request.header("X-Order-Strategy", strategy);
+            }
+            request
+        }
+    };
+    match request
+        .timeout(Duration::from_secs_f64(args.request_timeout))
+        .send()
+        .await
+    {
+        Err(_) => (Class::Failed, None, None),
+        Ok(response) => {
+            let class = Class::of(response.status().as_u16());
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            let code = body["code"].as_str().map(str::to_owned);
+            let order = body["order_id"].as_str().map(str::to_owned);
+            (class, code, order)
+        }
+    }
+}
+
+fn record(
+    recorded: &Mutex<Recorded>,
+    start: Instant,
+    scheduled: Instant,
+    sent: Instant,
+    shot: &Shot,
+    answer: (Class, Option<String>, Option<String>),
+) {
+    let done = Instant::now();
+    let corrected = done.saturating_duration_since(scheduled).as_micros().max(1) as u64;
+    let service = done.saturating_duration_since(sent).as_micros().max(1) as u64;
+    let second = scheduled.saturating_duration_since(start).as_secs() as usize;
+    let mut r = recorded
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _ = r.corrected.record(corrected);
+    let _ = r.service.record(service);
+    while r.timeline.len() <= second {
+        r.timeline.push(histogram());
+    }
+    let _ = r.timeline[second].record(corrected);
+    let (class, code, order) = answer;
+    r.counts.add(class);
+    if let Some(code) = code {
+        *r.counts.codes.entry(code).or_default() += 1;
+    }
+    if let (Class::Created, Some(item)) = (class, shot.item) {
+        *r.created_per_item.entry(item).or_default() += 1;
+        if let Some(order) = order {
+            r.created_orders.entry(item).or_default().push(order);
+        }
+    }
+}
+
+/// Sends the load and waits for the answers (bounded by the request timeout).
+pub async fn drive(client: &reqwest::Client, args: &RunArgs, target: &Arc<Target>) -> Outcome {
+    let recorded = Arc::new(Mutex::new(Recorded::new()));
+    let start = Instant::now();
+    let deadline = start + args.duration();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut sent = 0u64;
+    match (args.rate, args.concurrency) {
+        (Some(rate), _) => {
+            let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
+            let mut ticker = tokio::time::interval(Duration::from_millis(1));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            'schedule: loop {
+                ticker.tick().await;
+                let now = Instant::now();
+                loop {
+                    let scheduled = start + interval.mul_f64(sent as f64);
+                    if scheduled > now {
+                        break;
+                    }
+                    if scheduled >= deadline || sent >= args.max_requests {
+                        break 'schedule;
+                    }
+                    sent += 1;
+                    while tasks.try_join_next().is_some() {}
+                    if tasks.len() >= MAX_IN_FLIGHT {
+                        recorded.lock().map(|mut r| r.counts.dropped += 1).ok();
+                        continue;
+                    }
+                    let shot = shot(args, target, sent - 1);
+                    let (client, args_c, recorded) =
+                        (client.clone(), args.clone(), recorded.clone());
+                    tasks.spawn(async move {
+                        let actually_sent = Instant::now();
+                        let answer = fire(&client, &args_c, &shot).await;
+                        record(&recorded, start, scheduled, actually_sent, &shot, answer);
+                    });
+                }
+            }
+        }
+        (None, Some(concurrency)) => {
+            let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            for _ in 0..concurrency {
+                let (client, args_c, recorded, counter) = (
+                    client.clone(),
+                    args.clone(),
+                    recorded.clone(),
+                    counter.clone(),
+                );
+                let buyers_items = target.clone();
+                tasks.spawn(async move {
+                    loop {
+                        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if Instant::now() >= deadline || n >= args_c.max_requests {
+                            break;
+                        }
+                        let shot = shot(&args_c, &buyers_items, n);
+                        let scheduled = Instant::now();
+                        let answer = fire(&client, &args_c, &shot).await;
+                        record(&recorded, start, scheduled, scheduled, &shot, answer);
+                    }
+                });
+            }
+        }
+        (None, None) => {}
+    }
+    let drain = tokio::time::sleep(Duration::from_secs_f64(args.request_timeout + 5.0));
+    tokio::pin!(drain);
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => if next.is_none() { break },
+            () = &mut drain => {
+                tasks.abort_all();
+                break;
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    if args.concurrency.is_some() {
+        sent = recorded
+            .lock()
+            .map(|r| r.counts.answered() + r.counts.failed)
+            .unwrap_or_default();
+    }
+    let recorded = match Arc::try_unwrap(recorded) {
+        Ok(m) => m
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+        Err(shared) => {
+            let mut r = shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::replace(&mut *r, Recorded::new())
+        }
+    };
+    Outcome {
+        recorded,
+        sent,
+        elapsed,
+    }
+}

@@ -1,0 +1,95 @@
+//! What a run needs on the server, created through the API: buyer sessions
+//! (one signed cookie each) and items.
+
+use crate::cli::{Endpoint, RunArgs};
+use anyhow::Context;
+
+pub struct Buyer {
+    /// The `Cookie` header value: `buyer=<signed id>`.
+    pub cookie: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub id: i64,
+    pub initial_stock: i64,
+}
+
+pub struct Target {
+    pub buyers: Vec<Buyer>,
+    pub items: Vec<Item>,
+}
+
+async fn new_buyer(client: &reqwest::Client, base: &str) -> anyhow::Result<Buyer> {
+    let response = client
+        .post(format!("{base}/api/session"))
+        .send()
+        .await
+        .context("POST /api/session")?;
+    let cookie = response
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("buyer="))
+        .and_then(|v| v.split(';').next())
+        .ok_or_else(|| anyhow::anyhow!("POST /api/session set no buyer cookie"))?
+        .to_owned();
+    Ok(Buyer { cookie })
+}
+
+/// Creates the buyers (64 sessions at a time) and the items.
+///
+/// # Errors
+/// The server refused or did not answer.
+pub async fn prepare(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result<Target> {
+    let base = &args.targets[0];
+    if args.endpoint == Endpoint::Healthz {
+        return Ok(Target {
+            buyers: Vec::new(),
+            items: Vec::new(),
+        });
+    }
+    let mut buyers = Vec::with_capacity(args.buyers as usize);
+    let mut pending = tokio::task::JoinSet::new();
+    for _ in 0..args.buyers {
+        if pending.len() >= 64 {
+            if let Some(done) = pending.join_next().await {
+                buyers.push(done??);
+            }
+        }
+        let (client, base) = (client.clone(), base.clone());
+        pending.spawn(async move { new_buyer(&client, &base).await });
+    }
+    while let Some(done) = pending.join_next().await {
+        buyers.push(done??);
+    }
+    let token = args.admin_token.as_deref().unwrap_or_default();
+    let mut items = Vec::new();
+    for n in 0..args.items {
+        let response = client
+            .post(format!("{base}/api/admin/items"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({
+                "title": format!("Load item {n} ({})", args.label),
+                "price_cents": 100,
+                "stock": args.stock,
+            }))
+            .send()
+            .await
+            .context("POST /api/admin/items")?;
+        anyhow::ensure!(
+            response.status().as_u16() == 201,
+            "creating an item answered {}",
+            response.status()
+        );
+        let item: serde_json::Value = response.json().await?;
+        items.push(Item {
+            id: item["id"]
+                .as_i64()
+                .ok_or_else(|| anyhow::anyhow!("item without an id"))?,
+            initial_stock: args.stock,
+        });
+    }
+    Ok(Target { buyers, items })
+}
