@@ -105,6 +105,9 @@ pub struct Config {
     /// `LEDGER_BACKOFF_BASE_MS` and `LEDGER_BACKOFF_CAP_MS`.
     pub ledger_backoff_base: Duration,
     pub ledger_backoff_cap: Duration,
+    /// `LEDGER_BATCH_MAX`: most orders of one item written in one
+    /// transaction (write coalescing); 1 writes every order on its own.
+    pub ledger_batch_max: usize,
     /// `SEED_DEMO_ITEMS`: seed a few items into an empty database.
     pub seed_demo_items: bool,
     /// `LOG_FORMAT`: `text` or `json`.
@@ -137,6 +140,7 @@ impl Config {
             ledger_max_attempts: 8,
             ledger_backoff_base: Duration::from_millis(2),
             ledger_backoff_cap: Duration::from_millis(100),
+            ledger_batch_max: 128,
             seed_demo_items: true,
             log_format: LogFormat::Text,
         }
@@ -315,6 +319,14 @@ impl Config {
             anyhow::bail!(
                 "invalid LEDGER_BACKOFF_CAP_MS: must not be below LEDGER_BACKOFF_BASE_MS"
             );
+        }
+        if let Some(raw) = var("LEDGER_BATCH_MAX") {
+            config.ledger_batch_max = parse_var(
+                "LEDGER_BATCH_MAX",
+                &raw,
+                |v| v.parse().ok().filter(|n| (1..=1000).contains(n)),
+                "an integer from 1 to 1000",
+            )?;
         }
         if let Some(raw) = var("SEED_DEMO_ITEMS") {
             config.seed_demo_items = parse_bool("SEED_DEMO_ITEMS", &raw)?;

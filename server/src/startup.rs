@@ -11,6 +11,7 @@ use crate::dashboard::Sampler;
 use crate::db::{Database, items};
 use crate::hot_items::HotItems;
 use crate::metrics::Metrics;
+use crate::orders::coalesce::Coalescer;
 use crate::orders::idempotency::{redis::RedisRecords, sql::SqlRecords};
 use crate::orders::ledger::{Backoff, Ledger};
 use crate::orders::reserve::ReserveStage;
@@ -87,7 +88,7 @@ impl Application {
             },
             db_only: sql_records,
         };
-        let ledger = Ledger::new(
+        let ledger = Arc::new(Ledger::new(
             db.clone(),
             Backoff {
                 max_attempts: config.ledger_max_attempts,
@@ -95,7 +96,9 @@ impl Application {
                 cap: config.ledger_backoff_cap,
             },
             metrics.clone(),
-        );
+        ));
+        let coalescer = (config.ledger_batch_max > 1)
+            .then(|| Coalescer::new(ledger.clone(), config.ledger_batch_max));
         let reserve_stage = reservation
             .clone()
             .map(|store| ReserveStage::new(store, db.clone(), metrics.clone()));
@@ -104,6 +107,7 @@ impl Application {
             records,
             reserve_stage,
             ledger,
+            coalescer,
             config.hold_ttl,
             metrics.clone(),
             hot_items.clone(),

@@ -94,6 +94,28 @@ enum Attempt {
     Conflict,
 }
 
+/// One order waiting in a batch.
+#[derive(Debug, Clone)]
+pub struct BatchedOrder {
+    pub buyer: BuyerId,
+    pub key: IdempotencyKey,
+    pub request: OrderRequest,
+    /// The metrics label of the strategy it came through.
+    pub strategy: &'static str,
+}
+
+enum BatchFailure {
+    /// A key of the batch already has an order.
+    Duplicate,
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for BatchFailure {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e)
+    }
+}
+
 impl Ledger {
     pub fn new(db: Database, backoff: Backoff, metrics: Arc<Metrics>) -> Self {
         Self {
@@ -103,12 +125,12 @@ impl Ledger {
         }
     }
 
-    /// Writes the order, retrying version conflicts.
+    /// Writes one order on its own, retrying version conflicts.
     ///
     /// # Errors
     /// Sold out, over the limit, unknown item, conflicts on every attempt, or
     /// a database failure. Nothing is written in any of these cases.
-    #[tracing::instrument(name = "ledger", skip_all, fields(item = %request.item_id))]
+    #[tracing::instrument(name = "versioned_update", skip_all, fields(item = %request.item_id))]
     pub async fn write(
         &self,
         buyer: &BuyerId,
@@ -142,6 +164,209 @@ impl Ledger {
         Err(LedgerRefusal::Conflict {
             attempts: self.backoff.max_attempts,
         })
+    }
+
+    /// Writes several orders of one item at once: one versioned UPDATE that
+    /// takes the units of every admitted order, and one multi-row INSERT, in
+    /// one transaction. Orders are admitted in arrival order while the stock
+    /// lasts; the rest are sold out, exactly as if they had come one by one.
+    /// A version conflict retries the whole batch with backoff. Items with a
+    /// per-buyer limit, and a batch whose insert hits the unique index (a key
+    /// already ordered), go through [`Ledger::write`] one by one instead, so
+    /// every answer is the one a lone request would have got.
+    ///
+    /// Returns one result per order, in order.
+    #[tracing::instrument(name = "ledger_batch", skip_all, fields(orders = batch.len()))]
+    pub async fn write_batch(&self, batch: &[BatchedOrder]) -> Vec<Result<Written, LedgerRefusal>> {
+        let Some(first) = batch.first() else {
+            return Vec::new();
+        };
+        let item = first.request.item_id;
+        let count = |result: &'static str, orders: &[BatchedOrder]| {
+            for order in orders {
+                self.metrics
+                    .counter(
+                        m::DB_UPDATE_ATTEMPTS,
+                        &[("result", result), ("strategy", order.strategy)],
+                    )
+                    .increment(1);
+            }
+        };
+        for attempt in 1..=self.backoff.max_attempts {
+            let row = match self.read_inventory(item).await {
+                Ok(Some(row)) => row,
+                Ok(None) => {
+                    return batch
+                        .iter()
+                        .map(|_| Err(LedgerRefusal::UnknownItem))
+                        .collect();
+                }
+                Err(_) => return self.write_each(batch).await,
+            };
+            if row.max_per_buyer.is_some() {
+                return self.write_each(batch).await;
+            }
+            // Arrival order; each order sees the stock its predecessors left.
+            let mut taken = 0i64;
+            let mut left_then = Vec::with_capacity(batch.len());
+            let admitted: Vec<bool> = batch
+                .iter()
+                .map(|order| {
+                    let qty = i64::from(order.request.qty.get());
+                    left_then.push(row.stock - taken);
+                    let fits = taken + qty <= row.stock;
+                    if fits {
+                        taken += qty;
+                    }
+                    fits
+                })
+                .collect();
+            if taken == 0 {
+                return batch
+                    .iter()
+                    .map(|_| {
+                        Err(LedgerRefusal::SoldOut {
+                            available: row.stock,
+                        })
+                    })
+                    .collect();
+            }
+            match self.commit_batch(batch, &admitted, &row, taken).await {
+                Ok(Some(receipts)) => {
+                    let mut receipts = receipts.into_iter();
+                    let results: Vec<_> = admitted
+                        .iter()
+                        .zip(&left_then)
+                        .map(
+                            |(admitted, left)| match admitted.then(|| receipts.next()).flatten() {
+                                Some(receipt) => Ok(Written::Created(receipt)),
+                                None => Err(LedgerRefusal::SoldOut { available: *left }),
+                            },
+                        )
+                        .collect();
+                    let admitted_orders: Vec<BatchedOrder> = batch
+                        .iter()
+                        .zip(&admitted)
+                        .filter(|(_, a)| **a)
+                        .map(|(o, _)| o.clone())
+                        .collect();
+                    count("ok", &admitted_orders);
+                    return results;
+                }
+                Ok(None) => {
+                    count("conflict", batch);
+                    if attempt < self.backoff.max_attempts {
+                        for order in batch {
+                            self.metrics
+                                .counter(m::DB_RETRIES, &[("strategy", order.strategy)])
+                                .increment(1);
+                        }
+                        tokio::time::sleep(self.backoff.delay(attempt)).await;
+                    }
+                }
+                Err(BatchFailure::Duplicate) => return self.write_each(batch).await,
+                Err(BatchFailure::Database(e)) => {
+                    tracing::warn!(error = %e, "batch write failed; writing its orders one by one");
+                    return self.write_each(batch).await;
+                }
+            }
+        }
+        batch
+            .iter()
+            .map(|_| {
+                Err(LedgerRefusal::Conflict {
+                    attempts: self.backoff.max_attempts,
+                })
+            })
+            .collect()
+    }
+
+    /// The batch's transaction; `Ok(None)` is a version conflict.
+    async fn commit_batch(
+        &self,
+        batch: &[BatchedOrder],
+        admitted: &[bool],
+        row: &InventoryRow,
+        taken: i64,
+    ) -> Result<Option<Vec<Receipt>>, BatchFailure> {
+        let item = batch[0].request.item_id;
+        let mut tx = self.db.pool().begin().await?;
+        let update = self.db.sql(
+            "UPDATE inventory SET stock = stock - ?, version = version + 1, updated_at = ? \
+             WHERE id = ? AND version = ? AND stock >= ?",
+        );
+        let updated = sqlx::query(&update)
+            .bind(taken)
+            .bind(now_ms())
+            .bind(item.get())
+            .bind(row.version)
+            .bind(taken)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let now = now_ms();
+        let receipts: Vec<(Receipt, &BatchedOrder)> = batch
+            .iter()
+            .zip(admitted)
+            .filter(|(_, a)| **a)
+            .map(|(order, _)| {
+                let qty = i64::from(order.request.qty.get());
+                (
+                    Receipt {
+                        order_id: uuid::Uuid::now_v7().to_string(),
+                        item_id: item,
+                        qty: order.request.qty,
+                        unit_price_cents: row.price_cents,
+                        total_cents: row.price_cents * qty,
+                        idempotency_key: order.key.clone(),
+                        status: OrderStatus::Confirmed,
+                        created_at_ms: now,
+                    },
+                    order,
+                )
+            })
+            .collect();
+        let values = vec!["(?, ?, ?, ?, ?, ?, 'confirmed', ?)"; receipts.len()].join(", ");
+        let insert = format!(
+            "INSERT INTO orders (id, buyer, idempotency_key, item_id, qty, unit_price_cents, status, created_at) \
+             VALUES {values}"
+        );
+        let insert = self.db.sql(&insert);
+        let mut query = sqlx::query(&insert);
+        for (receipt, order) in &receipts {
+            query = query
+                .bind(receipt.order_id.as_str())
+                .bind(order.buyer.as_str())
+                .bind(order.key.as_str())
+                .bind(item.get())
+                .bind(i64::from(order.request.qty.get()))
+                .bind(row.price_cents)
+                .bind(now);
+        }
+        match query.execute(&mut *tx).await {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                tx.rollback().await?;
+                return Err(BatchFailure::Duplicate);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        Ok(Some(receipts.into_iter().map(|(r, _)| r).collect()))
+    }
+
+    /// The batch one order at a time (limits, duplicates, failures).
+    async fn write_each(&self, batch: &[BatchedOrder]) -> Vec<Result<Written, LedgerRefusal>> {
+        futures_util::future::join_all(
+            batch
+                .iter()
+                .map(|o| self.write(&o.buyer, &o.key, o.request, o.strategy)),
+        )
+        .await
     }
 
     async fn attempt(

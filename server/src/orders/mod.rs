@@ -7,7 +7,8 @@
 //! 3. [`reserve`] (strategy A): take a hold in the reservation store; sold
 //!    out and over-limit requests end here.
 //! 4. [`ledger`]: the versioned SQL update and the order insert, retried with
-//!    backoff on version conflicts.
+//!    backoff on version conflicts; under load [`coalesce`] batches one
+//!    item's orders into one transaction.
 //! 5. [`settle`]: confirm the hold when the order committed, release it
 //!    otherwise.
 //! 6. record the outcome for replays (definite outcomes only).
@@ -17,6 +18,7 @@
 //! `orders (buyer, idempotency_key)`); a committed order is never reported
 //! as failed; a hold is given back at most once.
 
+pub mod coalesce;
 pub mod idempotency;
 pub mod ledger;
 pub mod reserve;
@@ -30,6 +32,7 @@ use crate::reservation::{Hold, HoldDeadline, HoldToken};
 use app::checkout::Placement;
 use app::domain::{BuyerId, IdempotencyKey, ItemId};
 use app::model::{ErrorCode, KeyOutcome, OrderError, OrderRequest, Receipt};
+use coalesce::Coalescer;
 use idempotency::{Claim, IdempotencyStore, KeyScope, Record, StoredResponse, request_hash};
 use ledger::{Ledger, LedgerRefusal, Written};
 use reserve::{ReserveFailure, ReserveStage};
@@ -61,7 +64,9 @@ pub struct OrderPipeline {
     /// Present when strategy A can run (it is the default, or per-request
     /// overrides are allowed).
     reservation: Option<ReserveStage>,
-    ledger: Ledger,
+    ledger: Arc<Ledger>,
+    /// Batches each item's ledger writes; `None` writes one by one.
+    coalescer: Option<Coalescer>,
     hold_ttl: Duration,
     metrics: Arc<Metrics>,
     hot_items: Arc<HotItems>,
@@ -110,7 +115,8 @@ impl OrderPipeline {
         default_strategy: Strategy,
         records: Records,
         reservation: Option<ReserveStage>,
-        ledger: Ledger,
+        ledger: Arc<Ledger>,
+        coalescer: Option<Coalescer>,
         hold_ttl: Duration,
         metrics: Arc<Metrics>,
         hot_items: Arc<HotItems>,
@@ -121,6 +127,7 @@ impl OrderPipeline {
             records,
             reservation,
             ledger,
+            coalescer,
             hold_ttl,
             metrics,
             hot_items,
@@ -437,7 +444,17 @@ impl OrderPipeline {
         };
 
         let started = Instant::now();
-        let written = self.ledger.write(buyer, key, request, label).await;
+        let written = async {
+            match &self.coalescer {
+                Some(coalescer) => coalescer.write(buyer, key, request, label).await,
+                None => self.ledger.write(buyer, key, request, label).await,
+            }
+        }
+        .instrument(tracing::info_span!(
+            "ledger",
+            coalesced = self.coalescer.is_some()
+        ))
+        .await;
         self.stage_timer("ledger", route).record(started.elapsed());
 
         let started = Instant::now();

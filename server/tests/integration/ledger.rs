@@ -10,7 +10,11 @@ use server::orders::ledger::{Backoff, Ledger, Written};
 use std::time::Duration;
 
 async fn two_hundred_buyers_race_for_fifty_units(backend: Backend) {
-    let app = spawn_app(Setup::db_only(backend)).await;
+    // The versioned update one order at a time (no write coalescing): every
+    // sale is one version bump.
+    let mut setup = Setup::db_only(backend);
+    setup.tweak = |c| c.ledger_batch_max = 1;
+    let app = spawn_app(setup).await;
     let item = app.create_item(50, None).await;
     let mut buyers = Vec::new();
     for _ in 0..200 {
@@ -129,5 +133,129 @@ async fn concurrent_requests_with_one_key_give_one_order_through_the_api() {
             "{backend:?}: {replay:?}"
         );
         assert_eq!(replay.body["order_id"].as_str(), Some(orders[0]));
+    }
+}
+
+fn batched(
+    buyer: &str,
+    key: &str,
+    item: app::domain::ItemId,
+    qty: i64,
+) -> server::orders::ledger::BatchedOrder {
+    server::orders::ledger::BatchedOrder {
+        buyer: BuyerId::parse(buyer).expect("buyer"),
+        key: IdempotencyKey::parse(key).expect("key"),
+        request: OrderRequest {
+            item_id: item,
+            qty: Quantity::new(qty).expect("qty"),
+        },
+        strategy: "db",
+    }
+}
+
+/// A batch takes stock in arrival order while it lasts; the rest hear sold
+/// out with what is left, as they would one by one. A batch holding a key
+/// that already has an order falls back to one-by-one writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_admits_in_order_while_stock_lasts_on_every_database() {
+    for backend in ALL_BACKENDS {
+        let app = spawn_app(Setup::db_only(backend)).await;
+        let item = app.create_item(5, None).await;
+        let ledger = Ledger::new(
+            app.state.db.clone(),
+            Backoff {
+                max_attempts: 8,
+                base: Duration::from_millis(1),
+                cap: Duration::from_millis(20),
+            },
+            app.state.metrics.clone(),
+        );
+        let a = "00000000-0000-4000-8000-00000000000a";
+        let b = "00000000-0000-4000-8000-00000000000b";
+        let results = ledger
+            .write_batch(&[
+                batched(a, "k1", item.id, 2),
+                batched(b, "k2", item.id, 2),
+                batched(a, "k3", item.id, 2),
+                batched(b, "k4", item.id, 1),
+            ])
+            .await;
+        let created: Vec<bool> = results
+            .iter()
+            .map(|r| matches!(r, Ok(Written::Created(_))))
+            .collect();
+        assert_eq!(
+            created,
+            vec![true, true, false, true],
+            "{backend:?}: 2 + 2, then 2 does not fit, 1 does"
+        );
+        assert!(
+            matches!(
+                results[2],
+                Err(server::orders::ledger::LedgerRefusal::SoldOut { available: 1 })
+            ),
+            "{backend:?}: {:?}",
+            results[2]
+        );
+        let after = app.item(item.id).await;
+        assert_eq!(after.stock, 0, "{backend:?}");
+        assert_eq!(
+            after.version,
+            item.version + 1,
+            "{backend:?}: one versioned update for the batch"
+        );
+        assert_eq!(app.orders_in_db(&item).await, (3, 5), "{backend:?}");
+
+        let more = app.create_item(10, None).await;
+        let first = ledger.write_batch(&[batched(a, "again", more.id, 1)]).await;
+        assert!(matches!(first[0], Ok(Written::Created(_))));
+        let results = ledger
+            .write_batch(&[
+                batched(b, "fresh", more.id, 1),
+                batched(a, "again", more.id, 1),
+            ])
+            .await;
+        assert!(matches!(results[0], Ok(Written::Created(_))), "{backend:?}");
+        assert!(
+            matches!(results[1], Ok(Written::AlreadyOrdered(_))),
+            "{backend:?}: the duplicate key"
+        );
+        assert_eq!(app.orders_in_db(&more).await, (2, 2), "{backend:?}");
+        assert_eq!(app.duplicate_orders().await, 0);
+    }
+}
+
+/// Coalesced writes under a burst: 300 concurrent orders of mixed sizes on
+/// stock 97 sell exactly 97 units, and every refusal is sold out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coalesced_writes_under_a_burst_sell_exactly_the_stock() {
+    for backend in ALL_BACKENDS {
+        let mut setup = Setup::db_only(backend);
+        setup.tweak = |c| c.ledger_batch_max = 64;
+        let app = spawn_app(setup).await;
+        let item = app.create_item(97, None).await;
+        let buyers = join_all((0..100).map(|_| app.buyer())).await;
+        let answers = join_all((0..300).map(|n| {
+            let buyer = &buyers[n % 100];
+            let key = format!("mix-{n}");
+            let qty = 1 + (n % 3) as i64;
+            async move { (qty, buyer.order_until_definite(item.id, qty, &key).await) }
+        }))
+        .await;
+        let sold: i64 = answers
+            .iter()
+            .filter(|(_, a)| a.status == 201)
+            .map(|(q, _)| *q)
+            .sum();
+        assert_eq!(sold, 97, "{backend:?}: every unit, once");
+        assert!(
+            answers
+                .iter()
+                .filter(|(_, a)| a.status != 201)
+                .all(|(_, a)| a.code() == "sold_out")
+        );
+        assert_eq!(app.orders_in_db(&item).await.1, 97);
+        assert_eq!(app.item(item.id).await.stock, 0);
+        assert_eq!(app.duplicate_orders().await, 0);
     }
 }

@@ -16,6 +16,16 @@ use std::time::Duration;
 
 type Received = Arc<Mutex<Vec<Value>>>;
 
+/// The server process, killed even when an assertion fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 async fn otlp_endpoint() -> (String, Received) {
     let received: Received = Arc::default();
     let sink = received.clone();
@@ -79,25 +89,27 @@ fn spans(received: &Received) -> Vec<(String, String, HashMap<String, String>)> 
 async fn an_order_is_traced_through_every_layer_and_logged_as_json() {
     let (endpoint, received) = otlp_endpoint().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
-        .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
-        .env("LEPTOS_OUTPUT_NAME", "oversell-guard")
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}/traces.sqlite3", dir.path().display()),
-        )
-        .env("ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("COOKIE_SECRET", "traces-cookie-secret-of-at-least-32-bytes")
-        .env("SEED_DEMO_ITEMS", "false")
-        .env("REDIS_URL", "")
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info,tower_http=debug")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the server binary runs");
-    let stdout = child.stdout.take().expect("stdout");
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_server"))
+            .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
+            .env("LEPTOS_OUTPUT_NAME", "oversell-guard")
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}/traces.sqlite3", dir.path().display()),
+            )
+            .env("ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("COOKIE_SECRET", "traces-cookie-secret-of-at-least-32-bytes")
+            .env("SEED_DEMO_ITEMS", "false")
+            .env("REDIS_URL", "")
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info,tower_http=debug")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the server binary runs"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let reader = std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout)
@@ -199,8 +211,7 @@ async fn an_order_is_traced_through_every_layer_and_logged_as_json() {
         "the http span carries the request id {request_id}"
     );
 
-    child.kill().expect("stop the server");
-    let _ = child.wait();
+    drop(child);
     let _ = reader.join();
     while let Ok(line) = rx.try_recv() {
         logs.push(line);
