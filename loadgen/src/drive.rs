@@ -103,6 +103,35 @@ pub struct Recorded {
 }
 
 impl Recorded {
+    /// Adds another worker's recordings to these.
+    fn merge(&mut self, other: Recorded) {
+        let _ = self.corrected.add(&other.corrected);
+        let _ = self.service.add(&other.service);
+        for (i, h) in other.timeline.into_iter().enumerate() {
+            while self.timeline.len() <= i {
+                self.timeline.push(histogram());
+            }
+            let _ = self.timeline[i].add(&h);
+        }
+        let c = other.counts;
+        self.counts.created += c.created;
+        self.counts.conflict_409 += c.conflict_409;
+        self.counts.other_4xx += c.other_4xx;
+        self.counts.server_5xx += c.server_5xx;
+        self.counts.ok_2xx += c.ok_2xx;
+        self.counts.failed += c.failed;
+        self.counts.dropped += c.dropped;
+        for (code, n) in c.codes {
+            *self.counts.codes.entry(code).or_default() += n;
+        }
+        for (item, ids) in other.created_orders {
+            self.created_orders.entry(item).or_default().extend(ids);
+        }
+        for (item, n) in other.created_per_item {
+            *self.created_per_item.entry(item).or_default() += n;
+        }
+    }
+
     fn new() -> Self {
         Self {
             corrected: histogram(),
@@ -174,7 +203,13 @@ async fn fire(
         Err(_) => (Class::Failed, None, None),
         Ok(response) => {
             let class = Class::of(response.status().as_u16());
-            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            let Ok(bytes) = response.bytes().await else {
+                return (Class::Failed, None, None);
+            };
+            if shot.item.is_none() {
+                return (class, None, None);
+            }
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             let code = body["code"].as_str().map(str::to_owned);
             let order = body["order_id"].as_str().map(str::to_owned);
             (class, code, order)
@@ -190,13 +225,24 @@ fn record(
     shot: &Shot,
     answer: (Class, Option<String>, Option<String>),
 ) {
+    let mut r = recorded
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    record_into(&mut r, start, scheduled, sent, shot, answer);
+}
+
+fn record_into(
+    r: &mut Recorded,
+    start: Instant,
+    scheduled: Instant,
+    sent: Instant,
+    shot: &Shot,
+    answer: (Class, Option<String>, Option<String>),
+) {
     let done = Instant::now();
     let corrected = done.saturating_duration_since(scheduled).as_micros().max(1) as u64;
     let service = done.saturating_duration_since(sent).as_micros().max(1) as u64;
     let second = scheduled.saturating_duration_since(start).as_secs() as usize;
-    let mut r = recorded
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let _ = r.corrected.record(corrected);
     let _ = r.service.record(service);
     while r.timeline.len() <= second {
@@ -267,6 +313,9 @@ pub async fn drive(client: &reqwest::Client, args: &RunArgs, target: &Arc<Target
                 );
                 let buyers_items = target.clone();
                 tasks.spawn(async move {
+                    // Each worker records on its own and merges once at the
+                    // end: no lock on the hot path.
+                    let mut local = Recorded::new();
                     loop {
                         let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         if Instant::now() >= deadline || n >= args_c.max_requests {
@@ -275,8 +324,12 @@ pub async fn drive(client: &reqwest::Client, args: &RunArgs, target: &Arc<Target
                         let shot = shot(&args_c, &buyers_items, n);
                         let scheduled = Instant::now();
                         let answer = fire(&client, &args_c, &shot).await;
-                        record(&recorded, start, scheduled, scheduled, &shot, answer);
+                        record_into(&mut local, start, scheduled, scheduled, &shot, answer);
                     }
+                    recorded
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .merge(local);
                 });
             }
         }

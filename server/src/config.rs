@@ -55,6 +55,9 @@ pub enum LogFormat {
 pub struct Config {
     /// `LEPTOS_SITE_ADDR`: where the server listens.
     pub site_addr: SocketAddr,
+    /// `MAX_CONNECTIONS`: HTTP connections served at once; more wait in the
+    /// kernel's backlog, which keeps memory bounded under a flood.
+    pub max_connections: usize,
     /// `DATABASE_URL`: `sqlite:`, `postgres://` or `mysql://`.
     pub database_url: String,
     /// `DATABASE_MAX_CONNECTIONS`.
@@ -119,6 +122,7 @@ impl Config {
     pub fn embedded() -> Self {
         Self {
             site_addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            max_connections: 10_000,
             database_url: "sqlite://oversell-guard.sqlite3".into(),
             database_max_connections: 16,
             redis: RedisTarget::None,
@@ -175,6 +179,14 @@ impl Config {
                 &raw,
                 |v| v.parse().ok(),
                 "an address such as 127.0.0.1:3000",
+            )?;
+        }
+        if let Some(raw) = var("MAX_CONNECTIONS") {
+            config.max_connections = parse_var(
+                "MAX_CONNECTIONS",
+                &raw,
+                |v| v.parse().ok().filter(|n| (1..=1_000_000).contains(n)),
+                "an integer from 1 to 1000000",
             )?;
         }
         if let Some(raw) = var("DATABASE_URL") {

@@ -6,7 +6,7 @@
 //! A request crosses these modules in this order:
 //!
 //! - [`startup`]: `Application::build` wires everything and binds the
-//!   listener; [`config`] reads and validates the environment; [`telemetry`]
+//!   listener ([`listener`] caps concurrent connections); [`config`] reads and validates the environment; [`telemetry`]
 //!   sets up logs.
 //! - [`api`]: one module per resource; extractors turn raw input into domain
 //!   types or a JSON 4xx. [`session`] resolves the signed buyer cookie;
@@ -33,6 +33,7 @@ pub mod dashboard;
 pub mod db;
 pub mod error;
 pub mod hot_items;
+pub mod listener;
 pub mod metrics;
 pub mod orders;
 pub mod rate_limit;

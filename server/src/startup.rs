@@ -10,6 +10,7 @@ use crate::config::{Config, Strategy};
 use crate::dashboard::Sampler;
 use crate::db::{Database, items};
 use crate::hot_items::HotItems;
+use crate::listener::LimitedListener;
 use crate::metrics::Metrics;
 use crate::orders::coalesce::Coalescer;
 use crate::orders::idempotency::{redis::RedisRecords, sql::SqlRecords};
@@ -48,6 +49,7 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
 pub struct Application {
     listener: TcpListener,
+    max_connections: usize,
     router: Router,
     state: AppState,
     background: Vec<BackgroundTask>,
@@ -189,6 +191,7 @@ impl Application {
         let router = router(state.clone());
         Ok(Self {
             listener,
+            max_connections: state.config.max_connections,
             router,
             state,
             background,
@@ -219,13 +222,14 @@ impl Application {
     ) -> anyhow::Result<()> {
         let Self {
             listener,
+            max_connections,
             router,
             state,
             background,
         } = self;
         axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            LimitedListener::new(listener, max_connections),
+            router.into_make_service(),
         )
         .with_graceful_shutdown(shutdown)
         .await

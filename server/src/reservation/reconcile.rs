@@ -3,7 +3,9 @@
 //! (a confirm lost in a Redis outage, a counter loaded from a snapshot that
 //! an order then changed, a restock applied twice by hand).
 //!
-//! A pass reads every item's `(stock, version)` from the database and asks
+//! A pass first reaps every item's expired holds (the reaper's worklist can
+//! miss a hold whose listing was lost in a crash), then reads every item's
+//! `(stock, version)` from the database and asks
 //! the store to compare and repair atomically, only while the item has no
 //! live hold. If the row's version changed during the check (an order
 //! committed in between), the item is checked again, so a repair never
@@ -44,8 +46,13 @@ pub async fn reconcile_all(
     metrics: &Metrics,
 ) -> anyhow::Result<Report> {
     let mut report = Report::default();
+    let now = crate::db::now_ms();
     for item in items::list(db).await? {
         report.items += 1;
+        let reaped = store.reap(item.id, now).await?;
+        metrics
+            .counter(m::HOLDS_REAPED, &[])
+            .increment(reaped.given_back);
         let mut outcome = Reconciled::NotLoaded;
         let mut version = item.version;
         let mut seed = CounterSeed {

@@ -112,39 +112,29 @@ impl ReservationStore for RedisStore {
     }
 
     /// Runs `lua/reserve.lua` (KEYS stock, holds, deadlines, buyers, meta;
-    /// ARGV token, buyer, qty, deadline) together with the `SADD` that lists
-    /// the item for the reaper. Both go out at once on the multiplexed
-    /// connection, so they cost one round trip; they are separate commands
-    /// because the worklist lives in another cluster slot than the item. A
-    /// hold whose listing failed is given back: unlisted, it would never be
-    /// reaped. A listed item without holds costs the reaper one cheap call.
+    /// ARGV token, buyer, qty, deadline); when it took a hold, lists the item
+    /// for the reaper (`SADD`, a separate command: the worklist lives in
+    /// another cluster slot). A refusal (sold out, limit) costs one round
+    /// trip. A hold whose listing failed is given back; a hold left unlisted
+    /// by a crash between the two is still reaped by the reconciliation pass,
+    /// which reaps every item.
     async fn reserve(&self, item: ItemId, hold: &Hold) -> Result<Reserved, StoreError> {
         let k = self.keys(item);
-        let mut listing_conn = self.conn();
-        let mut script_conn = self.conn();
-        let worklist = self.worklist_key();
-        let listing = async move {
-            let listed: Result<i64, RedisError> = listing_conn.sadd(worklist, item.get()).await;
-            listed
-        };
-        let script = async {
-            let answer: Result<(i64, i64), RedisError> = SCRIPTS
-                .reserve
-                .key(&k.stock)
-                .key(&k.holds)
-                .key(&k.deadlines)
-                .key(&k.buyers)
-                .key(&k.meta)
-                .arg(hold.token.as_str())
-                .arg(hold.buyer.as_str())
-                .arg(hold.qty.get())
-                .arg(hold.deadline.as_ms())
-                .invoke_async(&mut script_conn)
-                .await;
-            answer
-        };
-        let (listed, answer) = tokio::join!(listing, script);
-        let (status, value) = answer.map_err(store_error)?;
+        let mut conn = self.conn();
+        let (status, value): (i64, i64) = SCRIPTS
+            .reserve
+            .key(&k.stock)
+            .key(&k.holds)
+            .key(&k.deadlines)
+            .key(&k.buyers)
+            .key(&k.meta)
+            .arg(hold.token.as_str())
+            .arg(hold.buyer.as_str())
+            .arg(hold.qty.get())
+            .arg(hold.deadline.as_ms())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(store_error)?;
         let reserved = match status {
             1 => Reserved::Held { remaining: value },
             2 => Reserved::AlreadyHeld,
@@ -157,9 +147,12 @@ impl ReservationStore for RedisStore {
                 )));
             }
         };
-        if let (Reserved::Held { .. }, Err(e)) = (reserved, listed) {
-            let _ = self.release(item, &hold.token).await;
-            return Err(store_error(e));
+        if matches!(reserved, Reserved::Held { .. }) {
+            let listed: Result<i64, RedisError> = conn.sadd(self.worklist_key(), item.get()).await;
+            if let Err(e) = listed {
+                let _ = self.release(item, &hold.token).await;
+                return Err(store_error(e));
+            }
         }
         Ok(reserved)
     }
