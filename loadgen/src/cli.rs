@@ -78,6 +78,12 @@ pub struct RunArgs {
     /// Give up on in-flight requests this long after the last was sent.
     #[arg(long, default_value_t = 30.0)]
     pub request_timeout: f64,
+    /// Retry a request this many times with the same Idempotency-Key when
+    /// its answer was retryable or missing (5xx, no answer, 409 in progress or
+    /// stock conflict, 429), as a careful client does; latency runs to the
+    /// final answer.
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
     /// Skip the invariant checks.
     #[arg(long)]
     pub no_check: bool,

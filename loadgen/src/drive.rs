@@ -9,7 +9,10 @@
 //! that would exceed the cap are counted as dropped, never silently skipped.
 //!
 //! Closed loop: `concurrency` workers each send as soon as their previous
-//! request returned, for measuring maximum throughput.
+//! request returned, for measuring maximum throughput. Each worker owns one
+//! keep-alive HTTP/1.1 connection (plain hyper, no pool), so the generator
+//! spends as little CPU per request as it can and leaves the rest to the
+//! server it measures.
 
 use crate::cli::{Endpoint, RunArgs};
 use crate::setup::Target;
@@ -176,17 +179,45 @@ fn shot(args: &RunArgs, target: &Target, n: u64) -> Shot {
     }
 }
 
+/// One logical request: retried with the same key while its answer was
+/// retryable, up to `--retries` times.
 async fn fire(
     client: &reqwest::Client,
     args: &RunArgs,
     shot: &Shot,
+) -> (Class, Option<String>, Option<String>) {
+    let key = uuid::Uuid::new_v4().to_string();
+    let mut answer = fire_once(client, args, shot, &key).await;
+    for attempt in 0..args.retries {
+        let retryable = match &answer {
+            (Class::Failed | Class::Server5xx, _, _) => true,
+            (_, Some(code), _) => matches!(
+                code.as_str(),
+                "request_in_progress" | "stock_conflict" | "rate_limited" | "unavailable"
+            ),
+            _ => false,
+        };
+        if !retryable {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1).min(10))).await;
+        answer = fire_once(client, args, shot, &key).await;
+    }
+    answer
+}
+
+async fn fire_once(
+    client: &reqwest::Client,
+    args: &RunArgs,
+    shot: &Shot,
+    key: &str,
 ) -> (Class, Option<String>, Option<String>) {
     let request = match shot.item {
         None => client.get(&shot.url),
         Some(item) => {
             let mut request = client
                 .post(&shot.url)
-                .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+                .header("Idempotency-Key", key)
                 .header("Cookie", shot.cookie.as_deref().unwrap_or_default())
                 .json(&serde_json::json!({ "item_id": item, "qty": args.qty }));
             if let Some(strategy) = &args.strategy {
@@ -215,6 +246,91 @@ async fn fire(
             (class, code, order)
         }
     }
+}
+
+type RawConnection =
+    hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes_body::Bytes>>;
+
+/// `bytes` as re-exported by hyper's body types.
+mod bytes_body {
+    pub use hyper::body::Bytes;
+}
+
+/// One request on the worker's own connection (opened, or reopened after a
+/// failure, on demand).
+async fn send_raw(
+    connection: &mut Option<RawConnection>,
+    base: &str,
+    args: &RunArgs,
+    shot: &Shot,
+) -> (Class, Option<String>, Option<String>) {
+    use http_body_util::BodyExt;
+    if connection.as_ref().is_none_or(|c| c.is_closed()) {
+        let authority = base
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let Ok(stream) = tokio::net::TcpStream::connect(&authority).await else {
+            return (Class::Failed, None, None);
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok((sender, conn)) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
+        else {
+            return (Class::Failed, None, None);
+        };
+        tokio::spawn(conn);
+        *connection = Some(sender);
+    }
+    let Some(sender) = connection.as_mut() else {
+        return (Class::Failed, None, None);
+    };
+    if sender.ready().await.is_err() {
+        *connection = None;
+        return (Class::Failed, None, None);
+    }
+    let path = shot
+        .url
+        .split_once("//")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+        .unwrap_or("/");
+    let host = base.trim_start_matches("http://");
+    let request = match shot.item {
+        None => hyper::Request::get(path)
+            .header("host", host)
+            .body(http_body_util::Full::new(bytes_body::Bytes::new())),
+        Some(item) => {
+            let body = format!(r#"{{"item_id":{item},"qty":{}}}"#, args.qty);
+            let mut builder = hyper::Request::post(path)
+                .header("host", host)
+                .header("content-type", "application/json")
+                .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+                .header("cookie", shot.cookie.as_deref().unwrap_or_default());
+            if let Some(strategy) = &args.strategy {
+                builder = builder.header("x-order-strategy", strategy.as_str());
+            }
+            builder.body(http_body_util::Full::new(bytes_body::Bytes::from(body)))
+        }
+    };
+    let Ok(request) = request else {
+        return (Class::Failed, None, None);
+    };
+    let Ok(response) = sender.send_request(request).await else {
+        *connection = None;
+        return (Class::Failed, None, None);
+    };
+    let class = Class::of(response.status().as_u16());
+    let Ok(body) = response.into_body().collect().await else {
+        *connection = None;
+        return (Class::Failed, None, None);
+    };
+    if shot.item.is_none() {
+        return (class, None, None);
+    }
+    let body: serde_json::Value = serde_json::from_slice(&body.to_bytes()).unwrap_or_default();
+    let code = body["code"].as_str().map(str::to_owned);
+    let order = body["order_id"].as_str().map(str::to_owned);
+    (class, code, order)
 }
 
 fn record(
@@ -304,18 +420,15 @@ pub async fn drive(client: &reqwest::Client, args: &RunArgs, target: &Arc<Target
         }
         (None, Some(concurrency)) => {
             let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            for _ in 0..concurrency {
-                let (client, args_c, recorded, counter) = (
-                    client.clone(),
-                    args.clone(),
-                    recorded.clone(),
-                    counter.clone(),
-                );
+            for worker in 0..concurrency {
+                let (args_c, recorded, counter) = (args.clone(), recorded.clone(), counter.clone());
                 let buyers_items = target.clone();
                 tasks.spawn(async move {
                     // Each worker records on its own and merges once at the
                     // end: no lock on the hot path.
                     let mut local = Recorded::new();
+                    let base = args_c.targets[worker as usize % args_c.targets.len()].clone();
+                    let mut connection = None;
                     loop {
                         let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         if Instant::now() >= deadline || n >= args_c.max_requests {
@@ -323,7 +436,7 @@ pub async fn drive(client: &reqwest::Client, args: &RunArgs, target: &Arc<Target
                         }
                         let shot = shot(&args_c, &buyers_items, n);
                         let scheduled = Instant::now();
-                        let answer = fire(&client, &args_c, &shot).await;
+                        let answer = send_raw(&mut connection, &base, &args_c, &shot).await;
                         record_into(&mut local, start, scheduled, scheduled, &shot, answer);
                     }
                     recorded
