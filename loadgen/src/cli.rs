@@ -148,3 +148,64 @@ impl RunArgs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec!["loadgen", "run", "--rate", "10", "--admin-token", "t"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Run(args) => args,
+            Command::Report(_) => unreachable!("a run"),
+        }
+    }
+
+    #[test]
+    fn only_loopback_targets_are_loaded() {
+        assert!(
+            args(&["--target", "http://127.0.0.1:3000"])
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            args(&["--target", "http://localhost:3000"])
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            args(&["--target", "http://10.0.0.5:3000"])
+                .validate()
+                .is_err()
+        );
+        assert!(
+            args(&["--target", "http://example.com"])
+                .validate()
+                .is_err()
+        );
+        assert!(args(&["--target", "https://127.0.0.1"]).validate().is_err());
+    }
+
+    #[test]
+    fn a_run_is_bounded() {
+        assert!(args(&["--duration", "0"]).validate().is_err());
+        assert!(args(&["--duration", "100000"]).validate().is_err());
+        let a = args(&[]);
+        assert!(
+            a.max_requests > 0 && a.request_timeout > 0.0,
+            "a cap and a drain deadline always apply"
+        );
+    }
+
+    #[test]
+    fn orders_need_the_admin_token() {
+        let argv = ["loadgen", "run", "--rate", "10"];
+        let Command::Run(a) = Cli::try_parse_from(argv).expect("parses").command else {
+            unreachable!("a run");
+        };
+        if std::env::var_os("ADMIN_TOKEN").is_none() {
+            assert!(a.validate().is_err());
+        }
+    }
+}

@@ -212,7 +212,7 @@ fn percentile_chart(summaries: &[Summary], path: &Path) -> anyhow::Result<()> {
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.0..nines(99.99), 0.0..y_max)
+        .build_cartesian_2d(0.0..nines(99.99), (0.05..y_max).log_scale())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     chart
         .configure_mesh()
@@ -274,7 +274,7 @@ fn timeline_chart(summaries: &[Summary], path: &Path) -> anyhow::Result<()> {
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .build_cartesian_2d(0.0..x_max, (0.05..y_max).log_scale())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     chart
         .configure_mesh()
@@ -396,4 +396,29 @@ pub fn write_ab_report(input: &Path, output: &Path) -> anyhow::Result<bool> {
         output.join("README.md").display()
     );
     Ok(all_passed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nines_axis_spaces_percentiles_by_their_nines() {
+        assert!((nines(0.0) - 0.0).abs() < 1e-9);
+        assert!((nines(90.0) - 1.0).abs() < 1e-9);
+        assert!((nines(99.0) - 2.0).abs() < 1e-9);
+        assert!((nines(99.9) - 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn percentiles_come_from_the_histogram() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
+        for us in 1..=1000u64 {
+            h.record(us * 1000).expect("record");
+        }
+        let p = percentiles(&h);
+        assert!((p.p50_ms - 500.0).abs() < 1.0, "{}", p.p50_ms);
+        assert!((p.p99_ms - 990.0).abs() < 1.0, "{}", p.p99_ms);
+        assert!(p.max_ms >= 999.0);
+    }
 }

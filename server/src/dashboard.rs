@@ -357,13 +357,9 @@ impl app::dashboard::DashboardSource for Sampler {
 
 /// Samples every second until dropped.
 pub fn spawn(sampler: Arc<Sampler>) -> BackgroundTask {
-    BackgroundTask::spawn(async move {
-        let mut ticker = tokio::time::interval(EVERY);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            sampler.sample(crate::db::now_ms());
-        }
+    BackgroundTask::every(EVERY, move || {
+        sampler.sample(crate::db::now_ms());
+        std::future::ready(())
     })
 }
 

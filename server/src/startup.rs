@@ -262,32 +262,24 @@ pub fn reservation_store(
 /// Probes Redis while the breaker is open (a few times per cooldown, so the
 /// probe starts soon after the cooldown ends).
 fn spawn_breaker_probe(pipeline: Arc<OrderPipeline>, cooldown: Duration) -> BackgroundTask {
-    BackgroundTask::spawn(async move {
-        let mut ticker = tokio::time::interval((cooldown / 4).max(Duration::from_millis(25)));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            pipeline.probe_redis().await;
-        }
+    BackgroundTask::every((cooldown / 4).max(Duration::from_millis(25)), move || {
+        let pipeline = pipeline.clone();
+        async move { pipeline.probe_redis().await }
     })
 }
 
 /// Histogram upkeep, which the recorder leaves to its owner.
 fn spawn_metrics_upkeep(metrics: Arc<Metrics>) -> BackgroundTask {
-    BackgroundTask::spawn(async move {
-        let mut ticker = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            ticker.tick().await;
-            metrics.run_upkeep();
-        }
+    BackgroundTask::every(Duration::from_secs(5), move || {
+        metrics.run_upkeep();
+        std::future::ready(())
     })
 }
 
 fn spawn_purge(records: Arc<SqlRecords>) -> BackgroundTask {
-    BackgroundTask::spawn(async move {
-        let mut ticker = tokio::time::interval(PURGE_INTERVAL);
-        loop {
-            ticker.tick().await;
+    BackgroundTask::every(PURGE_INTERVAL, move || {
+        let records = records.clone();
+        async move {
             match records.purge_expired(crate::db::now_ms()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(purged = n, "purged expired idempotency records"),

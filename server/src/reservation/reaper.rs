@@ -38,11 +38,9 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     interval: Duration,
 ) -> BackgroundTask {
-    BackgroundTask::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
+    BackgroundTask::every(interval, move || {
+        let (store, metrics) = (store.clone(), metrics.clone());
+        async move {
             match reap_all(store.as_ref(), &metrics, crate::db::now_ms()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(given_back = n, "reaped expired holds"),

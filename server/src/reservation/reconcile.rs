@@ -105,12 +105,9 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     interval: Duration,
 ) -> BackgroundTask {
-    BackgroundTask::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await;
-        loop {
-            ticker.tick().await;
+    BackgroundTask::every(interval, move || {
+        let (store, db, metrics) = (store.clone(), db.clone(), metrics.clone());
+        async move {
             match reconcile_all(store.as_ref(), &db, &metrics).await {
                 Ok(report) if report.repaired > 0 => {
                     tracing::info!(?report, "reconciliation repaired drift")

@@ -406,19 +406,36 @@ pub fn http_client() -> reqwest::Client {
         .expect("client")
 }
 
+/// A buyer with a session on the server at `base` (any instance).
+pub async fn buyer_on(base: &str) -> Buyer {
+    let client = http_client();
+    let response = client
+        .post(format!("{base}/api/session"))
+        .send()
+        .await
+        .expect("session");
+    assert_eq!(response.status().as_u16(), 201);
+    Buyer {
+        client,
+        base: base.to_owned(),
+    }
+}
+
+/// The server's `/metrics` text.
+pub async fn metrics_text(base: &str) -> String {
+    http_client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text")
+}
+
 impl TestApp {
     pub async fn buyer(&self) -> Buyer {
-        let client = http_client();
-        let response = client
-            .post(format!("{}/api/session", self.base))
-            .send()
-            .await
-            .expect("session");
-        assert_eq!(response.status().as_u16(), 201);
-        Buyer {
-            client,
-            base: self.base.clone(),
-        }
+        buyer_on(&self.base).await
     }
 
     pub async fn create_item(&self, stock: i64, max_per_buyer: Option<i64>) -> Item {

@@ -63,14 +63,7 @@ async fn the_dashboard_and_rules_name_only_metrics_the_server_exports() {
     let item = app.create_item(2, None).await;
     let buyer = app.buyer().await;
     assert_eq!(buyer.order(item.id, 1, "m").await.status, 201);
-    let exported = http_client()
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let exported = crate::harness::metrics_text(&app.base).await;
 
     for (source, names) in [
         ("grafana", metric_names(&exprs.join("\n"))),

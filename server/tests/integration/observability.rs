@@ -8,14 +8,7 @@ use std::collections::HashMap;
 
 /// `name{labels} value` lines of `/metrics`, keyed by `name{labels}`.
 async fn scrape(app: &TestApp) -> HashMap<String, f64> {
-    let text = http_client()
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let text = crate::harness::metrics_text(&app.base).await;
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| l.rsplit_once(' '))
@@ -184,14 +177,7 @@ async fn every_metric_the_server_documents_is_exported_with_help() {
     let item = app.create_item(1, None).await;
     let buyer = app.buyer().await;
     assert_eq!(buyer.order(item.id, 1, "k").await.status, 201);
-    let text = http_client()
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let text = crate::harness::metrics_text(&app.base).await;
     for name in server::metrics::ALL {
         assert!(
             text.contains(&format!("# HELP {name}")),

@@ -2,9 +2,7 @@
 //! replay storms, a FLUSHALL mid-burst, restocks during a burst, per-buyer
 //! limits, idempotency semantics and the reaper.
 
-use crate::harness::{
-    Answer, Backend, Buyer, PrivateRedis, Setup, TestApp, eventually, http_client, spawn_app,
-};
+use crate::harness::{Answer, Backend, Buyer, PrivateRedis, Setup, TestApp, eventually, spawn_app};
 use app::model::Item;
 use futures_util::future::join_all;
 use server::config::Config;
@@ -453,43 +451,12 @@ async fn two_instances_sharing_redis_and_postgres_sell_exactly_the_stock() {
             .expect("redis"),
     );
     let second = crate::harness::spawn_instance(&first, &db_url, &redis.0, &redis.1).await;
-    let clients: Vec<(String, reqwest::Client)> = [&first.base, &second.base]
-        .iter()
-        .map(|base| ((*base).clone(), http_client()))
-        .collect();
-    for (base, client) in &clients {
-        assert_eq!(
-            client
-                .post(format!("{base}/api/session"))
-                .send()
-                .await
-                .expect("session")
-                .status(),
-            201
-        );
-    }
+    let buyers: Vec<Buyer> =
+        join_all([&first.base, &second.base].map(|base| crate::harness::buyer_on(base))).await;
     let answers = join_all((0..400).map(|n| {
-        let (base, client) = &clients[n % 2];
+        let buyer = &buyers[n % 2];
         let key = format!("twin-{n}");
-        async move {
-            for _ in 0..50 {
-                let answer = crate::harness::answer(
-                    client
-                        .post(format!("{base}/api/orders"))
-                        .header("Idempotency-Key", key.as_str())
-                        .json(&serde_json::json!({"item_id": item.id, "qty": 1}))
-                        .send()
-                        .await
-                        .expect("send"),
-                )
-                .await;
-                if answer.body["retryable"] != serde_json::json!(true) {
-                    return answer;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            panic!("no definite answer");
-        }
+        async move { buyer.order_until_definite(item.id, 1, &key).await }
     }))
     .await;
     let by_status: HashMap<u16, usize> = answers.iter().fold(HashMap::new(), |mut m, a| {
@@ -533,48 +500,19 @@ async fn two_instances_on_a_redis_cluster_sell_exactly_the_stock() {
     );
     let twin = crate::harness::spawn_twin(&app).await;
     let item = app.create_item(100, None).await;
-    let clients: Vec<(String, reqwest::Client)> = (0..500)
-        .map(|n| {
-            let base = if n % 2 == 0 {
-                app.base.clone()
-            } else {
-                twin.base.clone()
-            };
-            (base, http_client())
-        })
-        .collect();
-    for (base, client) in &clients {
-        assert_eq!(
-            client
-                .post(format!("{base}/api/session"))
-                .send()
-                .await
-                .expect("session")
-                .status(),
-            201
-        );
-    }
+    let buyers: Vec<Buyer> = join_all((0..500).map(|n| {
+        let base = if n % 2 == 0 {
+            app.base.clone()
+        } else {
+            twin.base.clone()
+        };
+        async move { crate::harness::buyer_on(&base).await }
+    }))
+    .await;
     let answers = join_all((0..2000).map(|n| {
-        let (base, client) = &clients[n % 500];
+        let buyer = &buyers[n % 500];
         let key = format!("cluster-{n}");
-        async move {
-            loop {
-                let answer = crate::harness::answer(
-                    client
-                        .post(format!("{base}/api/orders"))
-                        .header("Idempotency-Key", key.as_str())
-                        .json(&serde_json::json!({"item_id": item.id, "qty": 1}))
-                        .send()
-                        .await
-                        .expect("send"),
-                )
-                .await;
-                if answer.body["retryable"] != serde_json::json!(true) {
-                    return answer;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
+        async move { buyer.order_until_definite(item.id, 1, &key).await }
     }))
     .await;
     assert_eq!(answers.iter().filter(|a| a.status == 201).count(), 100);

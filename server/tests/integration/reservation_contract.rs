@@ -428,47 +428,31 @@ async fn redis_store() -> (Box<dyn ReservationStore>, TestRedis) {
     (Box::new(RedisStore::new(conn, redis.prefix.clone())), redis)
 }
 
-contract!(
-    in_process_store,
-    in_process(),
-    [
-        a_missing_counter_is_reported_never_guessed,
-        reserve_takes_units_and_confirm_keeps_them_taken,
-        asking_for_more_than_is_left_is_sold_out,
-        a_retry_with_the_same_token_takes_nothing_more,
-        release_gives_back_once_however_often_it_is_called,
-        an_expired_hold_is_given_back_exactly_once,
-        confirming_after_the_hold_was_reaped_leaves_no_phantom_stock,
-        the_per_buyer_limit_counts_holds_and_confirmed_units,
-        loading_sets_only_an_absent_counter_minus_surviving_holds,
-        a_restock_applies_once_to_counters_loaded_before_it,
-        the_reaper_worklist_holds_exactly_the_items_with_holds,
-        two_reapers_at_once_give_each_hold_back_once,
-        concurrent_reserves_never_take_more_than_the_counter,
-        reconcile_repairs_only_quiet_counters,
-    ]
-);
+/// Every contract case, named once: `every_case!(m!(args))` expands to
+/// `m!(args [case, ...])`.
+macro_rules! every_case {
+    ($callback:ident ! ( $($args:tt)* )) => {
+        $callback! { $($args)* [
+            a_missing_counter_is_reported_never_guessed,
+            reserve_takes_units_and_confirm_keeps_them_taken,
+            asking_for_more_than_is_left_is_sold_out,
+            a_retry_with_the_same_token_takes_nothing_more,
+            release_gives_back_once_however_often_it_is_called,
+            an_expired_hold_is_given_back_exactly_once,
+            confirming_after_the_hold_was_reaped_leaves_no_phantom_stock,
+            the_per_buyer_limit_counts_holds_and_confirmed_units,
+            loading_sets_only_an_absent_counter_minus_surviving_holds,
+            a_restock_applies_once_to_counters_loaded_before_it,
+            the_reaper_worklist_holds_exactly_the_items_with_holds,
+            two_reapers_at_once_give_each_hold_back_once,
+            concurrent_reserves_never_take_more_than_the_counter,
+            reconcile_repairs_only_quiet_counters,
+        ] }
+    };
+}
 
-contract!(
-    redis_scripts,
-    redis_store(),
-    [
-        a_missing_counter_is_reported_never_guessed,
-        reserve_takes_units_and_confirm_keeps_them_taken,
-        asking_for_more_than_is_left_is_sold_out,
-        a_retry_with_the_same_token_takes_nothing_more,
-        release_gives_back_once_however_often_it_is_called,
-        an_expired_hold_is_given_back_exactly_once,
-        confirming_after_the_hold_was_reaped_leaves_no_phantom_stock,
-        the_per_buyer_limit_counts_holds_and_confirmed_units,
-        loading_sets_only_an_absent_counter_minus_surviving_holds,
-        a_restock_applies_once_to_counters_loaded_before_it,
-        the_reaper_worklist_holds_exactly_the_items_with_holds,
-        two_reapers_at_once_give_each_hold_back_once,
-        concurrent_reserves_never_take_more_than_the_counter,
-        reconcile_repairs_only_quiet_counters,
-    ]
-);
+every_case!(contract!(in_process_store, in_process(),));
+every_case!(contract!(redis_scripts, redis_store(),));
 
 /// After a Redis restart the scripts are gone (NOSCRIPT): every call loads
 /// its script again and goes on. SCRIPT FLUSH on a private server stands in
@@ -584,23 +568,5 @@ async fn the_contract_holds_on_a_redis_cluster() {
         Box::new(RedisStore::new(conn.clone(), format!("{case}:")))
     };
     assert_eq!(make("kind").kind(), "redis-cluster");
-    run_contract!(
-        make,
-        [
-            a_missing_counter_is_reported_never_guessed,
-            reserve_takes_units_and_confirm_keeps_them_taken,
-            asking_for_more_than_is_left_is_sold_out,
-            a_retry_with_the_same_token_takes_nothing_more,
-            release_gives_back_once_however_often_it_is_called,
-            an_expired_hold_is_given_back_exactly_once,
-            confirming_after_the_hold_was_reaped_leaves_no_phantom_stock,
-            the_per_buyer_limit_counts_holds_and_confirmed_units,
-            loading_sets_only_an_absent_counter_minus_surviving_holds,
-            a_restock_applies_once_to_counters_loaded_before_it,
-            the_reaper_worklist_holds_exactly_the_items_with_holds,
-            two_reapers_at_once_give_each_hold_back_once,
-            concurrent_reserves_never_take_more_than_the_counter,
-            reconcile_repairs_only_quiet_counters,
-        ]
-    );
+    every_case!(run_contract!(make,));
 }

@@ -57,12 +57,7 @@ async fn with_redis_down_the_breaker_opens_and_orders_still_sell_exactly_the_sto
     );
     assert_eq!(ready["checks"]["reservation"]["ok"], false);
     assert_ne!(ready["checks"]["redis_breaker"], "closed", "{ready}");
-    let metrics = http_client()
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics");
-    let text = metrics.text().await.expect("text");
+    let text = crate::harness::metrics_text(&app.base).await;
     assert!(
         !text.contains("oversell_redis_breaker_state 0\n"),
         "the gauge left closed"
@@ -261,14 +256,7 @@ async fn reconciliation_repairs_drift_while_orders_flow() {
         (Some(stock), 0),
         "counter = database stock"
     );
-    let text = http_client()
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = crate::harness::metrics_text(&app.base).await;
     let units: f64 = text
         .lines()
         .find_map(|l| l.strip_prefix("oversell_reconcile_drift_units_total "))
