@@ -8,7 +8,8 @@
 //!
 //! - the cost of metrics on the order path: the metric calls one order makes,
 //!   and the whole sold-out fast path (Redis idempotency claim + reserve)
-//!   through the pipeline, each with the recorder and with no-op handles.
+//!   through the pipeline, each with the recorder and with no-op handles;
+//!   and that path once the sold-out memo answers (one round trip).
 //!
 //! Each prints mean, p50, p99 and max from an HDR histogram. Set
 //! `BENCH_ITERATIONS` (default 5000) to change the sample size.
@@ -186,7 +187,8 @@ fn bench_metric_calls() {
     }
 }
 
-/// The sold-out fast path through the whole pipeline, metrics on and off.
+/// The sold-out fast path through the whole pipeline: metrics on and off,
+/// and with the sold-out memo (the first order asks Redis, the rest do not).
 async fn bench_sold_out_path(conn: RedisConn, prefix: &str, db_url: &str) {
     use server::config::Strategy;
     use server::orders::idempotency::{redis::RedisRecords, sql::SqlRecords};
@@ -206,17 +208,29 @@ async fn bench_sold_out_path(conn: RedisConn, prefix: &str, db_url: &str) {
     )
     .await
     .expect("item");
-    for (name, metrics) in [
-        ("recorder", Metrics::new().expect("metrics")),
-        ("no-op", Metrics::disabled()),
+    for (name, metrics, memo) in [
+        (
+            "metrics on",
+            Metrics::new().expect("metrics"),
+            Duration::ZERO,
+        ),
+        ("metrics off", Metrics::disabled(), Duration::ZERO),
+        (
+            "metrics on, sold-out memo",
+            Metrics::new().expect("metrics"),
+            Duration::from_secs(60),
+        ),
     ] {
+        let namespace = name.replace([' ', ','], "-");
         let metrics = Arc::new(metrics);
-        let store: Arc<dyn ReservationStore> =
-            Arc::new(RedisStore::new(conn.clone(), format!("{prefix}{name}:")));
+        let store: Arc<dyn ReservationStore> = Arc::new(RedisStore::new(
+            conn.clone(),
+            format!("{prefix}{namespace}:"),
+        ));
         let records = Records {
             redis_then_db: Arc::new(RedisRecords::new(
                 conn.clone(),
-                format!("{prefix}{name}:"),
+                format!("{prefix}{namespace}:"),
                 Duration::from_secs(60),
             )),
             db_only: Arc::new(SqlRecords::new(db.clone(), Duration::from_secs(60))),
@@ -233,7 +247,7 @@ async fn bench_sold_out_path(conn: RedisConn, prefix: &str, db_url: &str) {
         let pipeline = OrderPipeline::new(
             Strategy::RedisThenDb,
             records,
-            Some(ReserveStage::new(store, db.clone(), metrics.clone())),
+            Some(ReserveStage::new(store, db.clone(), metrics.clone(), memo)),
             Arc::new(ledger),
             None,
             Duration::from_secs(30),
@@ -257,7 +271,7 @@ async fn bench_sold_out_path(conn: RedisConn, prefix: &str, db_url: &str) {
                 .expect("record");
             assert!(placement.result.is_err(), "sold out");
         }
-        report(&format!("sold-out order, metrics {name}"), &latency);
+        report(&format!("sold-out order, {name}"), &latency);
     }
     db.close().await;
 }

@@ -96,6 +96,11 @@ pub struct Config {
     /// `HOLD_TTL_MS`: how long a reservation holds stock before the reaper
     /// gives it back.
     pub hold_ttl: Duration,
+    /// `SOLD_OUT_MEMO_MS`: how long this instance remembers that an item's
+    /// counter reached zero and refuses orders for it without asking the
+    /// reservation store (0: always ask). Units given back by another
+    /// instance or the reaper are offered again after at most this long.
+    pub sold_out_memo: Duration,
     /// `REAPER_INTERVAL_MS`.
     pub reaper_interval: Duration,
     /// `RECONCILE_INTERVAL_MS`: how often counters are compared with the
@@ -138,6 +143,7 @@ impl Config {
             order_rate_per_second: 10,
             order_rate_burst: 20,
             hold_ttl: Duration::from_secs(30),
+            sold_out_memo: Duration::from_millis(100),
             reaper_interval: Duration::from_secs(1),
             reconcile_interval: Duration::from_secs(30),
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
@@ -297,6 +303,9 @@ impl Config {
         if let Some(raw) = var("HOLD_TTL_MS") {
             config.hold_ttl = parse_millis("HOLD_TTL_MS", &raw, 100, 3_600_000)?;
         }
+        if let Some(raw) = var("SOLD_OUT_MEMO_MS") {
+            config.sold_out_memo = parse_millis("SOLD_OUT_MEMO_MS", &raw, 0, 10_000)?;
+        }
         if let Some(raw) = var("REAPER_INTERVAL_MS") {
             config.reaper_interval = parse_millis("REAPER_INTERVAL_MS", &raw, 10, 3_600_000)?;
         }
@@ -452,6 +461,7 @@ mod tests {
             ("REDIS_URL", "http://localhost"),
             ("ORDER_STRATEGY", "fastest"),
             ("HOLD_TTL_MS", "-5"),
+            ("SOLD_OUT_MEMO_MS", "60000"),
             ("COOKIE_SECRET", "short"),
             ("REDIS_KEY_PREFIX", "a{b}"),
             ("SEED_DEMO_ITEMS", "maybe"),

@@ -91,7 +91,7 @@ fn read(series: &[Series], strategy: &str) -> Reading {
                 }
             }
             m::RESERVATIONS => match s.label("result") {
-                Some("skipped") | None => {}
+                Some("skipped" | "bypassed") | None => {}
                 Some(result) => {
                     r.reservations_asked += s.value;
                     if matches!(result, "ok" | "already_held") {

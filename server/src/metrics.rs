@@ -9,7 +9,7 @@
 //! | name | labels |
 //! |---|---|
 //! | `oversell_orders_total` | `outcome` (`created`, `replayed`, or an error code), `strategy` |
-//! | `oversell_reservation_outcomes_total` | `result` (`ok`, `already_held`, `sold_out`, `limit`, `not_loaded`, `error`, `skipped` under B, `bypassed` while the breaker is open), `strategy` |
+//! | `oversell_reservation_outcomes_total` | `result` (`ok`, `already_held`, `sold_out`, `limit`, `not_loaded`, `error`, `skipped` under B, `bypassed` while the breaker is open, `sold_out_memo` when the sold-out memo refused without asking the store), `strategy` |
 //! | `oversell_db_update_attempts_total` | `result` (`ok`, `conflict`), `strategy` |
 //! | `oversell_db_retries_total` | `strategy` |
 //! | `oversell_idempotency_total` | `result` (`new`, `replay`, `in_progress`, `mismatch`, `error`), `strategy` |

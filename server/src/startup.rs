@@ -101,9 +101,9 @@ impl Application {
         ));
         let coalescer = (config.ledger_batch_max > 1)
             .then(|| Coalescer::new(ledger.clone(), config.ledger_batch_max));
-        let reserve_stage = reservation
-            .clone()
-            .map(|store| ReserveStage::new(store, db.clone(), metrics.clone()));
+        let reserve_stage = reservation.clone().map(|store| {
+            ReserveStage::new(store, db.clone(), metrics.clone(), config.sold_out_memo)
+        });
         let pipeline = Arc::new(OrderPipeline::new(
             config.strategy,
             records,

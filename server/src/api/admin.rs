@@ -172,5 +172,6 @@ pub async fn restock(
             tracing::error!(item = %id, error = %e, "restock not applied to the reservation counter");
         }
     }
+    state.pipeline.forget_sold_out(id);
     Ok(Json(item))
 }

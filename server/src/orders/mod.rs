@@ -3,7 +3,8 @@
 //!
 //! 1. **validate**: done before the pipeline is called: `OrderRequest`,
 //!    `IdempotencyKey` and `BuyerId` cannot hold bad values.
-//! 2. [`idempotency`]: claim the buyer's key, or replay/refuse.
+//! 2. [`idempotency`]: claim the buyer's key, or replay/refuse. An item the
+//!    reservation stage recently saw sold out is refused in the claim itself.
 //! 3. [`reserve`] (strategy A): take a hold in the reservation store; sold
 //!    out and over-limit requests end here.
 //! 4. [`ledger`]: the versioned SQL update and the order insert, retried with
@@ -202,6 +203,14 @@ impl OrderPipeline {
         }
     }
 
+    /// Units of this item came back through this instance (a restock):
+    /// offer them at once rather than after the sold-out memo expires.
+    pub fn forget_sold_out(&self, item: ItemId) {
+        if let Some(stage) = &self.reservation {
+            stage.forget_sold_out(item);
+        }
+    }
+
     pub fn strategy(&self) -> Strategy {
         self.default_strategy
     }
@@ -307,15 +316,39 @@ impl OrderPipeline {
         let records = self.records.of(route.records());
         let records_in_redis = route.reserve && records.kind() == "redis";
 
+        // An item the reservation stage knows to be sold out is refused in
+        // the claim itself: one round trip, and the refusal is recorded for
+        // replays like any other.
+        let known_sold_out = route.reserve
+            && self
+                .reservation
+                .as_ref()
+                .is_some_and(|stage| stage.known_sold_out(request.item_id));
+        let answer = if known_sold_out {
+            stored_response(&Err(reserve::sold_out(0))).and_then(Result::ok)
+        } else {
+            None
+        };
+
         let started = Instant::now();
         let claim = records
-            .claim(&scope, &hash, crate::db::now_ms())
+            .claim(&scope, &hash, crate::db::now_ms(), answer.as_ref())
             .instrument(tracing::info_span!("idempotency", store = records.kind()))
             .await;
         self.stage_timer("idempotency", route)
             .record(started.elapsed());
         match claim {
             Ok(Claim::Claimed) => self.count_idempotency("new", route),
+            Ok(Claim::Answered) => {
+                self.count_idempotency("new", route);
+                self.metrics
+                    .counter(
+                        m::RESERVATIONS,
+                        &[("result", "sold_out_memo"), ("strategy", route.label())],
+                    )
+                    .increment(1);
+                return (refuse(reserve::sold_out(0)), false);
+            }
             Ok(Claim::Replay(stored)) => {
                 self.count_idempotency("replay", route);
                 return (replay(&stored), false);
@@ -476,12 +509,14 @@ impl OrderPipeline {
                             held_by,
                         )
                         .await;
+                        stage.forget_sold_out(item);
                     }
                     Outcome::AlreadyOrdered(receipt)
                 }
                 Err(refusal) => {
                     if let Some((stage, _)) = held {
                         settle::release(stage.store(), &self.metrics, item, &token).await;
+                        stage.forget_sold_out(item);
                     }
                     Outcome::Refused(ledger_error(refusal))
                 }
@@ -501,30 +536,19 @@ impl OrderPipeline {
         hash: &str,
         result: &Result<Receipt, OrderError>,
     ) {
-        let stored = match result {
-            Ok(receipt) => {
-                serde_json::to_string(receipt).map(|body| StoredResponse { status: 201, body })
+        let written = match stored_response(result) {
+            Some(Ok(stored)) => {
+                records
+                    .finish(scope, hash, &stored, crate::db::now_ms())
+                    .await
             }
-            Err(error) if !error.retryable => {
-                serde_json::to_string(error).map(|body| StoredResponse {
-                    status: error.code.http_status(),
-                    body,
-                })
-            }
-            Err(_) => {
+            Some(Err(e)) => Err(idempotency::RecordError(e.to_string())),
+            None => {
                 if let Err(e) = records.abandon(scope, hash).await {
                     tracing::warn!(error = %e, "dropping the idempotency claim failed; it expires with its lease");
                 }
                 return;
             }
-        };
-        let written = match stored {
-            Ok(stored) => {
-                records
-                    .finish(scope, hash, &stored, crate::db::now_ms())
-                    .await
-            }
-            Err(e) => Err(idempotency::RecordError(e.to_string())),
         };
         if let Err(e) = written {
             // The order itself is safe: replays find it through the orders table.
@@ -578,6 +602,25 @@ impl OrderPipeline {
                 Err(unavailable())
             }
         }
+    }
+}
+
+/// The response kept for replays of a definite outcome; `None` for a
+/// retryable failure, which is never stored.
+fn stored_response(
+    result: &Result<Receipt, OrderError>,
+) -> Option<Result<StoredResponse, serde_json::Error>> {
+    match result {
+        Ok(receipt) => {
+            Some(serde_json::to_string(receipt).map(|body| StoredResponse { status: 201, body }))
+        }
+        Err(error) if !error.retryable => {
+            Some(serde_json::to_string(error).map(|body| StoredResponse {
+                status: error.code.http_status(),
+                body,
+            }))
+        }
+        Err(_) => None,
     }
 }
 

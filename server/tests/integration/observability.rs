@@ -27,6 +27,8 @@ async fn metrics_count_exactly_what_a_scripted_session_did() {
         c.allow_strategy_override = true;
         // One attempt only: every version conflict becomes a stock_conflict.
         c.ledger_max_attempts = 1;
+        // Long enough that every sold-out attempt below meets the memo.
+        c.sold_out_memo = std::time::Duration::from_secs(60);
     };
     let app = spawn_app(setup).await;
     let item = app.create_item(2, None).await;
@@ -72,6 +74,14 @@ async fn metrics_count_exactly_what_a_scripted_session_did() {
     );
     assert_eq!(
         a("oversell_reservation_outcomes_total", "result=\"sold_out\""),
+        0.0,
+        "the last unit's hold told the memo the item sold out"
+    );
+    assert_eq!(
+        a(
+            "oversell_reservation_outcomes_total",
+            "result=\"sold_out_memo\""
+        ),
         2.0
     );
     assert_eq!(a("oversell_db_update_attempts_total", "result=\"ok\""), 2.0);

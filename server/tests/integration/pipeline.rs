@@ -378,6 +378,106 @@ async fn idempotency_follows_the_contract_with_either_record_store() {
     }
 }
 
+/// Once an item sells out, the instance refuses it from its sold-out memo in
+/// the idempotency claim, without asking the store, under the same contract:
+/// the refusal is recorded for replays, a key with a history is answered
+/// from it, and a restock through this instance offers the units at once.
+/// With the memo off, every refusal asks the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_sell_out_is_refused_in_the_claim_under_the_same_contract() {
+    use crate::harness::metrics_text;
+    let count = |text: &str, result: &str| -> f64 {
+        let series = format!(
+            "oversell_reservation_outcomes_total{{result=\"{result}\",strategy=\"redis+db\"}}"
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    for (mut setup, memo) in [
+        (Setup::redis(Backend::Postgres), Duration::from_secs(60)),
+        (Setup::embedded(), Duration::from_secs(60)),
+        (Setup::redis(Backend::Postgres), Duration::ZERO),
+    ] {
+        setup.tweak = if memo.is_zero() {
+            |c: &mut Config| c.sold_out_memo = Duration::ZERO
+        } else {
+            |c: &mut Config| c.sold_out_memo = Duration::from_secs(60)
+        };
+        let label = format!("{:?}, memo {memo:?}", setup.backend);
+        let app = spawn_app(setup).await;
+        let item = app.create_item(1, None).await;
+        let buyer = app.buyer().await;
+        let first = buyer.order(item.id, 1, "memo-first").await;
+        assert_eq!(first.status, 201, "{label}");
+
+        let refused = buyer.order(item.id, 1, "memo-late").await;
+        assert_eq!(
+            (refused.status, refused.code(), refused.replayed),
+            (409, "sold_out", false),
+            "{label}"
+        );
+        let again = buyer.order(item.id, 1, "memo-late").await;
+        assert_eq!((again.status, again.replayed), (409, true), "{label}");
+        assert_eq!(again.body, refused.body, "{label}");
+        let changed = buyer.order(item.id, 2, "memo-late").await;
+        assert_eq!(changed.code(), "idempotency_key_reused", "{label}");
+        let replayed_order = buyer.order(item.id, 1, "memo-first").await;
+        assert_eq!(
+            (replayed_order.status, replayed_order.replayed),
+            (201, true),
+            "{label}: an earlier order is replayed, not refused"
+        );
+        let outcome = buyer.outcome("memo-late").await;
+        assert_eq!(outcome.body["error"]["code"], "sold_out", "{label}");
+
+        let text = metrics_text(&app.base).await;
+        let (store, memo_refusals) = (count(&text, "sold_out"), count(&text, "sold_out_memo"));
+        if memo.is_zero() {
+            assert_eq!((store, memo_refusals), (1.0, 0.0), "{label}");
+        } else {
+            assert_eq!((store, memo_refusals), (0.0, 1.0), "{label}");
+        }
+
+        // A crowd of new keys (answered in batches on a single Redis) mixed
+        // with keys that have a history.
+        let crowd = join_all((0..40).map(|n| {
+            let buyer = &buyer;
+            async move {
+                match n % 10 {
+                    0 => ("late", buyer.order(item.id, 1, "memo-late").await),
+                    5 => ("first", buyer.order(item.id, 1, "memo-first").await),
+                    _ => (
+                        "new",
+                        buyer.order(item.id, 1, &format!("memo-crowd-{n}")).await,
+                    ),
+                }
+            }
+        }))
+        .await;
+        for (kind, answer) in &crowd {
+            let expected = match *kind {
+                "late" => (409, true),
+                "first" => (201, true),
+                _ => (409, false),
+            };
+            assert_eq!(
+                (answer.status, answer.replayed),
+                expected,
+                "{label}: {kind} {answer:?}"
+            );
+        }
+        let crowd_outcome = buyer.outcome("memo-crowd-1").await;
+        assert_eq!(crowd_outcome.body["error"]["code"], "sold_out", "{label}");
+
+        assert_eq!(app.restock(&item, 1).await.status, 200, "{label}");
+        let after_restock = buyer.order(item.id, 1, "memo-restocked").await;
+        assert_eq!(after_restock.status, 201, "{label}: {after_restock:?}");
+        assert_eq!(app.orders_in_db(&item).await, (2, 2), "{label}");
+    }
+}
+
 /// Records expire after IDEMPOTENCY_TTL_SECS: Redis keeps them with that TTL.
 #[tokio::test]
 async fn redis_idempotency_records_carry_the_configured_ttl() {

@@ -23,6 +23,7 @@ pub mod sql;
 use app::domain::{BuyerId, IdempotencyKey};
 use app::model::OrderRequest;
 use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
 use std::time::Duration;
 
 /// How long a claim stays exclusive before a replay may take it over. A
@@ -58,6 +59,8 @@ pub enum Claim {
     InProgress,
     /// The key was used with another payload.
     KeyReused,
+    /// The key was new and now holds the answer given with the claim.
+    Answered,
 }
 
 /// What is known about a key.
@@ -90,7 +93,12 @@ pub fn request_hash(request: &OrderRequest) -> String {
         request.item_id,
         request.qty.get()
     ));
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    let mut hex = String::with_capacity(2 * digest.len());
+    for byte in digest {
+        // Writing to a String cannot fail.
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
 }
 
 #[async_trait::async_trait]
@@ -99,9 +107,21 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 
     /// Claims the key for this payload, or reports an earlier request.
     ///
+    /// With `answer`, a refusal decided before the request runs (an item
+    /// known to be sold out), a key never seen before is stored as done with
+    /// that answer in the same step ([`Claim::Answered`]); a key with a
+    /// history is reported as usual, and an abandoned claim is taken over to
+    /// run, since its first attempt may have ordered.
+    ///
     /// # Errors
     /// The store is unreachable.
-    async fn claim(&self, scope: &KeyScope, hash: &str, now_ms: i64) -> Result<Claim, RecordError>;
+    async fn claim(
+        &self,
+        scope: &KeyScope,
+        hash: &str,
+        now_ms: i64,
+        answer: Option<&StoredResponse>,
+    ) -> Result<Claim, RecordError>;
 
     /// Stores the definite response of a claimed key.
     ///

@@ -32,9 +32,16 @@ impl SqlRecords {
             .rows_affected())
     }
 
-    fn insert_sql(&self) -> String {
-        let columns = "(buyer, idempotency_key, request_hash, state, lease_until, expires_at) \
-            VALUES (?, ?, ?, 'running', ?, ?)";
+    /// The claim's insert, which the primary key lets only one request win:
+    /// a running claim, or (`answered`) a record done with its answer.
+    fn insert_sql(&self, answered: bool) -> String {
+        let columns = if answered {
+            "(buyer, idempotency_key, request_hash, state, lease_until, expires_at, response_status, response_body) \
+            VALUES (?, ?, ?, 'done', ?, ?, ?, ?)"
+        } else {
+            "(buyer, idempotency_key, request_hash, state, lease_until, expires_at) \
+            VALUES (?, ?, ?, 'running', ?, ?)"
+        };
         let sql = match self.db.dialect() {
             Dialect::Sqlite => format!("INSERT OR IGNORE INTO idempotency_records {columns}"),
             Dialect::MySql => format!("INSERT IGNORE INTO idempotency_records {columns}"),
@@ -101,22 +108,35 @@ impl IdempotencyStore for SqlRecords {
         "database"
     }
 
-    async fn claim(&self, scope: &KeyScope, hash: &str, now_ms: i64) -> Result<Claim, RecordError> {
+    async fn claim(
+        &self,
+        scope: &KeyScope,
+        hash: &str,
+        now_ms: i64,
+        answer: Option<&StoredResponse>,
+    ) -> Result<Claim, RecordError> {
         let lease_until = now_ms + CLAIM_LEASE.as_millis() as i64;
-        let insert = self.insert_sql();
+        let insert = self.insert_sql(answer.is_some());
         // Two rounds at most: the second follows the removal of an expired record.
         for _ in 0..2 {
-            let inserted = sqlx::query(&insert)
+            let mut query = sqlx::query(&insert)
                 .bind(scope.buyer.as_str())
                 .bind(scope.key.as_str())
                 .bind(hash)
                 .bind(lease_until)
-                .bind(now_ms + self.ttl_ms())
-                .execute(self.db.pool())
-                .await?
-                .rows_affected();
+                .bind(now_ms + self.ttl_ms());
+            if let Some(answer) = answer {
+                query = query
+                    .bind(i64::from(answer.status))
+                    .bind(answer.body.as_str());
+            }
+            let inserted = query.execute(self.db.pool()).await?.rows_affected();
             if inserted == 1 {
-                return Ok(Claim::Claimed);
+                return Ok(if answer.is_some() {
+                    Claim::Answered
+                } else {
+                    Claim::Claimed
+                });
             }
             let Some(row) = self.read(scope).await? else {
                 continue;
