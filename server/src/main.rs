@@ -7,12 +7,6 @@ use clap::{Parser, Subcommand};
 use server::config::Config;
 use server::startup::{Application, shutdown_signal};
 
-/// Requests allocate many small, short-lived buffers on several threads;
-/// glibc's allocator spent a sixth of the sold-out path's CPU on them and
-/// contended on its arena locks.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "server",
