@@ -216,7 +216,7 @@ async fn bench_sold_out_path(conn: RedisConn, prefix: &str, db_url: &str) {
         ),
         ("metrics off", Metrics::disabled(), Duration::ZERO),
         (
-            "metrics on, sold-out memo",
+            "memo, metrics on",
             Metrics::new().expect("metrics"),
             Duration::from_secs(60),
         ),
