@@ -359,6 +359,8 @@ pub async fn spawn_twin(app: &TestApp) -> Instance {
 #[derive(Clone)]
 pub struct Buyer {
     pub client: reqwest::Client,
+    /// The id `POST /api/session` answered.
+    pub id: String,
     base: String,
 }
 
@@ -415,8 +417,10 @@ pub async fn buyer_on(base: &str) -> Buyer {
         .await
         .expect("session");
     assert_eq!(response.status().as_u16(), 201);
+    let session: serde_json::Value = response.json().await.expect("session json");
     Buyer {
         client,
+        id: session["buyer_id"].as_str().expect("a buyer id").to_owned(),
         base: base.to_owned(),
     }
 }
