@@ -211,6 +211,22 @@ impl OrderPipeline {
         }
     }
 
+    /// An order sent around Redis that finished after the breaker closed
+    /// may have committed after the probe reloaded its item's counter, which
+    /// then misses it: reload the counter again (the reload counts live
+    /// holds, so orders meanwhile going through Redis stay correct).
+    async fn reload_if_redis_is_back(&self, item: ItemId) {
+        let (Some(breaker), Some(stage)) = (&self.breaker, &self.reservation) else {
+            return;
+        };
+        if breaker.state(Instant::now()) != BreakerState::Closed {
+            return;
+        }
+        if let Err(e) = stage.reload_counter(item).await {
+            tracing::warn!(%item, error = ?e, "could not reload a stale counter; reconciliation will repair it");
+        }
+    }
+
     pub fn strategy(&self) -> Strategy {
         self.default_strategy
     }
@@ -265,6 +281,9 @@ impl OrderPipeline {
             };
             let (placement, redis_failed) = self.place_inner(buyer, key, request, route).await;
             self.report(admission, redis_failed);
+            if bypassed {
+                self.reload_if_redis_is_back(request.item_id).await;
+            }
             let outcome = match (&placement.result, placement.replayed) {
                 (Ok(_), false) => "created",
                 (Ok(_), true) => "replayed",
