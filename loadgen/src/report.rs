@@ -6,6 +6,7 @@ use crate::cli::RunArgs;
 use crate::drive::{Counts, Outcome};
 use anyhow::Context;
 use hdrhistogram::Histogram;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -191,9 +192,60 @@ fn nines(p: f64) -> f64 {
     -(1.0 - (p / 100.0).min(0.99999)).log10()
 }
 
-fn percentile_chart(summaries: &[Summary], path: &Path) -> anyhow::Result<()> {
+/// plotters' errors carry the backend's error type; the report only needs
+/// their text.
+fn plotted<T, E: std::fmt::Display>(result: Result<T, E>) -> anyhow::Result<T> {
+    result.map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A chart of latencies in ms (log scale) against an `f64` axis.
+type LatencyChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, LogCoord<f64>>>;
+
+/// How a latency chart's x axis is drawn.
+struct XAxis<'f> {
+    range: std::ops::Range<f64>,
+    desc: &'static str,
+    labels: Option<&'f dyn Fn(&f64) -> String>,
+}
+
+/// Writes one latency chart to `path`: the frame, the mesh, the series
+/// `draw` adds, and their legend.
+fn latency_chart(
+    path: &Path,
+    caption: &str,
+    x: XAxis<'_>,
+    y_max: f64,
+    draw: impl FnOnce(&mut LatencyChart<'_, '_>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    plotted(root.fill(&WHITE))?;
+    let mut chart = plotted(
+        ChartBuilder::on(&root)
+            .caption(caption, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x.range, (0.05..y_max).log_scale()),
+    )?;
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(x.desc).y_desc("ms");
+    if let Some(labels) = x.labels {
+        mesh.x_label_formatter(labels);
+    }
+    plotted(mesh.draw())?;
+    draw(&mut chart)?;
+    plotted(
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw(),
+    )?;
+    plotted(root.present())
+}
+
+fn percentile_chart(summaries: &[Summary], path: &Path) -> anyhow::Result<()> {
     let y_max = summaries
         .iter()
         .flat_map(|s| {
@@ -204,57 +256,40 @@ fn percentile_chart(summaries: &[Summary], path: &Path) -> anyhow::Result<()> {
         })
         .fold(1.0_f64, f64::max)
         * 1.1;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Latency by percentile (corrected for coordinated omission)",
-            ("sans-serif", 20),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..nines(99.99), (0.05..y_max).log_scale())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    chart
-        .configure_mesh()
-        .x_desc("percentile")
-        .y_desc("ms")
-        .x_label_formatter(&|x| {
-            format!("{:.3}", 100.0 * (1.0 - 10f64.powf(-x)))
-                .trim_end_matches('0')
-                .trim_end_matches('.')
-                .to_owned()
-        })
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    for (i, s) in summaries.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(
-                s.curve
-                    .iter()
-                    .filter(|(p, _)| *p <= 99.99)
-                    .map(|(p, ms)| (nines(*p), *ms)),
-                color.stroke_width(2),
-            ))
-            .map_err(|e| anyhow::anyhow!("{e}"))?
+    let percentile = |x: &f64| {
+        format!("{:.3}", 100.0 * (1.0 - 10f64.powf(-x)))
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_owned()
+    };
+    let x = XAxis {
+        range: 0.0..nines(99.99),
+        desc: "percentile",
+        labels: Some(&percentile),
+    };
+    let caption = "Latency by percentile (corrected for coordinated omission)";
+    latency_chart(path, caption, x, y_max, |chart| {
+        for (i, s) in summaries.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            plotted(
+                chart.draw_series(LineSeries::new(
+                    s.curve
+                        .iter()
+                        .filter(|(p, _)| *p <= 99.99)
+                        .map(|(p, ms)| (nines(*p), *ms)),
+                    color.stroke_width(2),
+                )),
+            )?
             .label(s.label.clone())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
-    }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(())
+        }
+        Ok(())
+    })
 }
 
 fn timeline_chart(summaries: &[Summary], path: &Path) -> anyhow::Result<()> {
-    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
     let x_max = summaries
         .iter()
         .flat_map(|s| s.timeline.iter().map(|t| t.0))
@@ -266,49 +301,30 @@ fn timeline_chart(summaries: &[Summary], path: &Path) -> anyhow::Result<()> {
         .flat_map(|s| s.timeline.iter().map(|t| t.2))
         .fold(1.0_f64, f64::max)
         * 1.1;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Latency over time: p99 (solid) and p50 (thin), per second",
-            ("sans-serif", 20),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..x_max, (0.05..y_max).log_scale())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    chart
-        .configure_mesh()
-        .x_desc("second")
-        .y_desc("ms")
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    for (i, s) in summaries.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(
+    let x = XAxis {
+        range: 0.0..x_max,
+        desc: "second",
+        labels: None,
+    };
+    let caption = "Latency over time: p99 (solid) and p50 (thin), per second";
+    latency_chart(path, caption, x, y_max, |chart| {
+        for (i, s) in summaries.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            plotted(chart.draw_series(LineSeries::new(
                 s.timeline.iter().map(|t| (t.0 as f64, t.2)),
                 color.stroke_width(2),
-            ))
-            .map_err(|e| anyhow::anyhow!("{e}"))?
+            )))?
             .label(format!("{} p99", s.label))
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
-        chart
-            .draw_series(LineSeries::new(
+            plotted(chart.draw_series(LineSeries::new(
                 s.timeline.iter().map(|t| (t.0 as f64, t.1)),
                 color.stroke_width(1),
-            ))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(())
+            )))?;
+        }
+        Ok(())
+    })
 }
 
 /// Reads every summary in `input` and writes `README.md` and the charts to
