@@ -14,6 +14,7 @@ use server::config::{Config, RedisTarget, Strategy};
 use server::startup::Application;
 use server::state::AppState;
 use sqlx::{Connection, Executor};
+use std::collections::HashMap;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -435,6 +436,23 @@ pub async fn metrics_text(base: &str) -> String {
         .text()
         .await
         .expect("text")
+}
+
+/// The `name{labels} value` lines of the server's `/metrics`, keyed by
+/// `name{labels}`.
+pub async fn scrape_metrics(base: &str) -> HashMap<String, f64> {
+    metrics_text(base)
+        .await
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(series, value)| value.parse().ok().map(|v| (series.to_owned(), v)))
+        .collect()
+}
+
+/// One series of a scrape; a series never recorded reads 0.
+pub fn metric(metrics: &HashMap<String, f64>, series: &str) -> f64 {
+    metrics.get(series).copied().unwrap_or(0.0)
 }
 
 impl TestApp {

@@ -1,24 +1,9 @@
 //! Metrics count exactly what happened; the strategy override is off unless
 //! configured.
 
-use crate::harness::{Backend, Setup, TestApp, answer, http_client, spawn_app};
+use crate::harness::{Backend, Setup, answer, http_client, metric, scrape_metrics, spawn_app};
 use futures_util::future::join_all;
 use server::config::Config;
-use std::collections::HashMap;
-
-/// `name{labels} value` lines of `/metrics`, keyed by `name{labels}`.
-async fn scrape(app: &TestApp) -> HashMap<String, f64> {
-    let text = crate::harness::metrics_text(&app.base).await;
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(series, value)| value.parse().ok().map(|v| (series.to_owned(), v)))
-        .collect()
-}
-
-fn get(metrics: &HashMap<String, f64>, series: &str) -> f64 {
-    metrics.get(series).copied().unwrap_or(0.0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_exactly_what_a_scripted_session_did() {
@@ -52,9 +37,9 @@ async fn metrics_count_exactly_what_a_scripted_session_did() {
         .expect("beacon");
     assert_eq!(beacon.status().as_u16(), 204);
 
-    let m = scrape(&app).await;
+    let m = scrape_metrics(&app.base).await;
     let a =
-        |name: &str, labels: &str| get(&m, &format!("{name}{{{labels},strategy=\"redis+db\"}}"));
+        |name: &str, labels: &str| metric(&m, &format!("{name}{{{labels},strategy=\"redis+db\"}}"));
     assert_eq!(a("oversell_orders_total", "outcome=\"created\""), 2.0);
     assert_eq!(a("oversell_orders_total", "outcome=\"replayed\""), 2.0);
     assert_eq!(
@@ -91,32 +76,32 @@ async fn metrics_count_exactly_what_a_scripted_session_did() {
         "sold-out requests never reached the database"
     );
     assert_eq!(
-        get(&m, "oversell_confirms_total{result=\"hold_ended\"}"),
+        metric(&m, "oversell_confirms_total{result=\"hold_ended\"}"),
         2.0
     );
     assert_eq!(
-        get(
+        metric(
             &m,
             "oversell_browser_intercepts_total{reason=\"swallowed_tap\"}"
         ),
         7.0
     );
     assert_eq!(
-        get(
+        metric(
             &m,
             "oversell_browser_intercepts_total{reason=\"restore_lookup\"}"
         ),
         2.0
     );
     assert_eq!(
-        get(
+        metric(
             &m,
             "oversell_browser_intercepts_total{reason=\"hidden_block\"}"
         ),
         1.0
     );
     assert_eq!(
-        get(
+        metric(
             &m,
             "oversell_order_duration_seconds_count{strategy=\"redis+db\"}"
         ),
@@ -157,8 +142,8 @@ async fn metrics_count_exactly_what_a_scripted_session_did() {
         "only these two outcomes: {answers:?}"
     );
 
-    let m = scrape(&app).await;
-    let b = |name: &str, labels: &str| get(&m, &format!("{name}{{{labels},strategy=\"db\"}}"));
+    let m = scrape_metrics(&app.base).await;
+    let b = |name: &str, labels: &str| metric(&m, &format!("{name}{{{labels},strategy=\"db\"}}"));
     assert_eq!(b("oversell_orders_total", "outcome=\"created\""), created);
     assert_eq!(
         b("oversell_orders_total", "outcome=\"stock_conflict\""),

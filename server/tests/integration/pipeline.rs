@@ -385,15 +385,14 @@ async fn idempotency_follows_the_contract_with_either_record_store() {
 /// With the memo off, every refusal asks the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_known_sell_out_is_refused_in_the_claim_under_the_same_contract() {
-    use crate::harness::metrics_text;
-    let count = |text: &str, result: &str| -> f64 {
-        let series = format!(
-            "oversell_reservation_outcomes_total{{result=\"{result}\",strategy=\"redis+db\"}}"
-        );
-        text.lines()
-            .find_map(|l| l.strip_prefix(series.as_str()))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
+    use crate::harness::{metric, scrape_metrics};
+    let count = |metrics: &HashMap<String, f64>, result: &str| {
+        metric(
+            metrics,
+            &format!(
+                "oversell_reservation_outcomes_total{{result=\"{result}\",strategy=\"redis+db\"}}"
+            ),
+        )
     };
     for (mut setup, memo) in [
         (Setup::redis(Backend::Postgres), Duration::from_secs(60)),
@@ -432,8 +431,11 @@ async fn a_known_sell_out_is_refused_in_the_claim_under_the_same_contract() {
         let outcome = buyer.outcome("memo-late").await;
         assert_eq!(outcome.body["error"]["code"], "sold_out", "{label}");
 
-        let text = metrics_text(&app.base).await;
-        let (store, memo_refusals) = (count(&text, "sold_out"), count(&text, "sold_out_memo"));
+        let metrics = scrape_metrics(&app.base).await;
+        let (store, memo_refusals) = (
+            count(&metrics, "sold_out"),
+            count(&metrics, "sold_out_memo"),
+        );
         if memo.is_zero() {
             assert_eq!((store, memo_refusals), (1.0, 0.0), "{label}");
         } else {

@@ -256,12 +256,8 @@ async fn reconciliation_repairs_drift_while_orders_flow() {
         (Some(stock), 0),
         "counter = database stock"
     );
-    let text = crate::harness::metrics_text(&app.base).await;
-    let units: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("oversell_reconcile_drift_units_total "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_default();
+    let metrics = crate::harness::scrape_metrics(&app.base).await;
+    let units = crate::harness::metric(&metrics, "oversell_reconcile_drift_units_total");
     assert!(units >= 7.0, "the drift was reported: {units}");
 }
 

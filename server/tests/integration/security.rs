@@ -42,37 +42,34 @@ async fn a_buyer_over_the_rate_limit_gets_429_with_retry_after() {
     assert_eq!(app.orders_in_db(&item).await, (5, 5));
 }
 
+/// The `Set-Cookie` header a new session gets.
+async fn new_session_cookie(base: &str) -> String {
+    let response = http_client()
+        .post(format!("{base}/api/session"))
+        .send()
+        .await
+        .expect("session");
+    response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 #[tokio::test]
 async fn the_buyer_cookie_is_secure_when_configured() {
     let mut setup = Setup::embedded();
     setup.tweak = |c: &mut Config| c.cookie_secure = true;
     let app = spawn_app(setup).await;
-    let response = http_client()
-        .post(format!("{}/api/session", app.base))
-        .send()
-        .await
-        .expect("session");
-    let cookie = response
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let cookie = new_session_cookie(&app.base).await;
     assert!(
         cookie.contains("Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
         "{cookie}"
     );
 
     let plain = spawn_app(Setup::embedded()).await;
-    let response = http_client()
-        .post(format!("{}/api/session", plain.base))
-        .send()
-        .await
-        .expect("session");
-    let cookie = response
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let cookie = new_session_cookie(&plain.base).await;
     assert!(
         !cookie.contains("Secure"),
         "not over plain HTTP by default: {cookie}"
