@@ -28,6 +28,15 @@ use server::reservation::{CounterSeed, Hold, HoldDeadline, HoldToken, Reservatio
 use sqlx::{Connection, Executor};
 use std::time::{Duration, Instant};
 
+/// The ledger's retry policy in every bench: quick, since nothing contends.
+fn bench_backoff() -> Backoff {
+    Backoff {
+        max_attempts: 8,
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(20),
+    }
+}
+
 fn iterations() -> u64 {
     std::env::var("BENCH_ITERATIONS")
         .ok()
@@ -113,11 +122,7 @@ async fn bench_ledger(name: &str, url: &str) {
     .expect("item");
     let ledger = Ledger::new(
         db.clone(),
-        Backoff {
-            max_attempts: 8,
-            base: Duration::from_millis(1),
-            cap: Duration::from_millis(20),
-        },
+        bench_backoff(),
         std::sync::Arc::new(Metrics::disabled()),
     );
     let mut writes = histogram();
@@ -235,15 +240,7 @@ async fn bench_sold_out_path(conn: RedisConn, prefix: &str, db_url: &str) {
             )),
             db_only: Arc::new(SqlRecords::new(db.clone(), Duration::from_secs(60))),
         };
-        let ledger = Ledger::new(
-            db.clone(),
-            Backoff {
-                max_attempts: 8,
-                base: Duration::from_millis(1),
-                cap: Duration::from_millis(20),
-            },
-            metrics.clone(),
-        );
+        let ledger = Ledger::new(db.clone(), bench_backoff(), metrics.clone());
         let pipeline = OrderPipeline::new(
             Strategy::RedisThenDb,
             records,
