@@ -38,7 +38,7 @@ use idempotency::{Claim, IdempotencyStore, KeyScope, Record, StoredResponse, req
 use ledger::{Ledger, LedgerRefusal, Written};
 use reserve::{ReserveFailure, ReserveStage};
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
@@ -343,15 +343,13 @@ impl OrderPipeline {
                 .reservation
                 .as_ref()
                 .is_some_and(|stage| stage.known_sold_out(request.item_id));
-        let answer = if known_sold_out {
-            stored_response(&Err(reserve::sold_out(0))).and_then(Result::ok)
-        } else {
-            None
-        };
+        let answer = known_sold_out
+            .then(|| &*KNOWN_SOLD_OUT)
+            .and_then(Option::as_ref);
 
         let started = Instant::now();
         let claim = records
-            .claim(&scope, &hash, crate::db::now_ms(), answer.as_ref())
+            .claim(&scope, &hash, crate::db::now_ms(), answer)
             .instrument(tracing::info_span!("idempotency", store = records.kind()))
             .await;
         self.stage_timer("idempotency", route)
@@ -623,6 +621,11 @@ impl OrderPipeline {
         }
     }
 }
+
+/// The stored answer of a refusal by the sold-out memo: the same for every
+/// request, so it is serialized once.
+static KNOWN_SOLD_OUT: LazyLock<Option<StoredResponse>> =
+    LazyLock::new(|| stored_response(&Err(reserve::sold_out(0))).and_then(Result::ok));
 
 /// The response kept for replays of a definite outcome; `None` for a
 /// retryable failure, which is never stored.

@@ -105,10 +105,10 @@ impl IdempotencyStore for RedisRecords {
         now_ms: i64,
         answer: Option<&StoredResponse>,
     ) -> Result<Claim, RecordError> {
-        if let Some(answer) = answer.filter(|_| !self.conn.is_cluster()) {
-            if self.answer_in_batch(scope, hash, answer).await? {
-                return Ok(Claim::Answered);
-            }
+        if let Some(answer) = answer.filter(|_| !self.conn.is_cluster())
+            && self.answer_in_batch(scope, hash, answer).await?
+        {
+            return Ok(Claim::Answered);
         }
         let mut invocation = BEGIN.key(self.key(scope));
         invocation
