@@ -195,8 +195,8 @@ fn bench_metric_calls() {
 /// The sold-out fast path through the whole pipeline: metrics on and off,
 /// and with the sold-out memo (the first order asks Redis, the rest do not).
 async fn bench_sold_out_path(conn: RedisConn, prefix: &str, db_url: &str) {
-    use server::config::Strategy;
     use server::orders::idempotency::{redis::RedisRecords, sql::SqlRecords};
+    use server::orders::strategy::Strategy;
     use server::orders::{OrderPipeline, Records, reserve::ReserveStage};
     use std::sync::Arc;
     let db = Database::connect(db_url, 2).await.expect("connect");
@@ -242,7 +242,7 @@ async fn bench_sold_out_path(conn: RedisConn, prefix: &str, db_url: &str) {
         };
         let ledger = Ledger::new(db.clone(), bench_backoff(), metrics.clone());
         let pipeline = OrderPipeline::new(
-            Strategy::RedisThenDb,
+            Strategy::ReserveFirst,
             records,
             Some(ReserveStage::new(store, db.clone(), metrics.clone(), memo)),
             Arc::new(ledger),
@@ -261,7 +261,7 @@ async fn bench_sold_out_path(conn: RedisConn, prefix: &str, db_url: &str) {
             };
             let started = Instant::now();
             let placement = pipeline
-                .place(&buyer(i), &key, request, Strategy::RedisThenDb)
+                .place(&buyer(i), &key, request, Strategy::ReserveFirst)
                 .await;
             latency
                 .record(started.elapsed().as_nanos() as u64)

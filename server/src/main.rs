@@ -40,7 +40,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let telemetry = match server::telemetry::init(config.log_format) {
+    let telemetry = match server::telemetry::init(config.telemetry.log_format) {
         Ok(telemetry) => telemetry,
         Err(e) => {
             eprintln!("telemetry error: {e:#}");
@@ -65,8 +65,9 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn reconcile(config: Config) -> anyhow::Result<()> {
-    let db = server::db::Database::connect(&config.database_url, 2).await?;
-    let redis = server::redis_conn::RedisConn::connect(&config.redis, config.redis_timeout).await?;
+    let db = server::db::Database::connect(&config.database.url, 2).await?;
+    let redis =
+        server::redis_conn::RedisConn::connect(&config.redis.target, config.redis.timeout).await?;
     if redis.is_none() {
         anyhow::bail!(
             "set REDIS_URL or REDIS_CLUSTER_NODES: the in-process store of a running server cannot be reached from here"
@@ -86,7 +87,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if leptos.output_name.is_empty() {
         leptos.output_name = SITE_NAME.into();
     }
-    leptos.site_addr = config.site_addr;
+    leptos.site_addr = config.http.site_addr;
     let app = Application::build(config, leptos).await?;
     tracing::info!("listening on http://{}", app.local_addr());
     println!("Oversell Guard is running at http://{}", app.local_addr());

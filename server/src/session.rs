@@ -113,7 +113,7 @@ pub async fn ensure_buyer(
 ) -> Response {
     let (buyer, set_cookie) = match buyer_of(request.headers(), &state.cookie_key) {
         Some(buyer) => (buyer, None),
-        None => mint(&state.cookie_key, state.config.cookie_secure),
+        None => mint(&state.cookie_key, state.config.sessions.cookie_secure),
     };
     request.extensions_mut().insert(buyer);
     if is_admin(request.headers(), &state.cookie_key) {

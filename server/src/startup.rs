@@ -6,7 +6,7 @@
 
 use crate::api;
 use crate::background::BackgroundTask;
-use crate::config::{Config, Strategy};
+use crate::config::Config;
 use crate::dashboard::Sampler;
 use crate::db::{Database, items};
 use crate::hot_items::HotItems;
@@ -14,8 +14,9 @@ use crate::listener::LimitedListener;
 use crate::metrics::Metrics;
 use crate::orders::coalesce::Coalescer;
 use crate::orders::idempotency::{redis::RedisRecords, sql::SqlRecords};
-use crate::orders::ledger::{Backoff, Ledger};
+use crate::orders::ledger::Ledger;
 use crate::orders::reserve::ReserveStage;
+use crate::orders::strategy::Strategy;
 use crate::orders::{OrderPipeline, Records};
 use crate::rate_limit::RateLimiter;
 use crate::redis_conn::RedisConn;
@@ -57,34 +58,34 @@ pub struct Application {
 
 impl Application {
     /// Connects to everything, runs migrations, seeds an empty database (if
-    /// configured), and binds `config.site_addr`.
+    /// configured), and binds `config.http.site_addr`.
     ///
     /// # Errors
     /// Any dependency that cannot be reached or set up, with context.
     pub async fn build(config: Config, leptos: LeptosOptions) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new()?);
         let hot_items = Arc::new(HotItems::new());
-        let db = Database::connect(&config.database_url, config.database_max_connections)
+        let db = Database::connect(&config.database.url, config.database.max_connections)
             .await
-            .with_context(|| format!("database {}", config.database_url_redacted()))?;
-        if config.seed_demo_items {
+            .with_context(|| format!("database {}", config.database.url_redacted()))?;
+        if config.database.seed_demo_items {
             let seeded = items::seed_demo(&db).await.context("seeding demo items")?;
             if seeded > 0 {
                 tracing::info!(seeded, "seeded demo items into an empty inventory");
             }
         }
 
-        let redis = RedisConn::connect(&config.redis, config.redis_timeout).await?;
+        let redis = RedisConn::connect(&config.redis.target, config.redis.timeout).await?;
         let reservation = reservation_store(&config, redis.as_ref());
         let mut background = Vec::new();
-        let sql_records = Arc::new(SqlRecords::new(db.clone(), config.idempotency_ttl));
+        let sql_records = Arc::new(SqlRecords::new(db.clone(), config.orders.idempotency_ttl));
         background.push(spawn_purge(sql_records.clone()));
         let records = Records {
             redis_then_db: match &redis {
                 Some(conn) => Arc::new(RedisRecords::new(
                     conn.clone(),
-                    config.redis_key_prefix.clone(),
-                    config.idempotency_ttl,
+                    config.redis.key_prefix.clone(),
+                    config.orders.idempotency_ttl,
                 )),
                 None => sql_records.clone(),
             },
@@ -92,38 +93,39 @@ impl Application {
         };
         let ledger = Arc::new(Ledger::new(
             db.clone(),
-            Backoff {
-                max_attempts: config.ledger_max_attempts,
-                base: config.ledger_backoff_base,
-                cap: config.ledger_backoff_cap,
-            },
+            config.ledger.backoff,
             metrics.clone(),
         ));
-        let coalescer = (config.ledger_batch_max > 1)
-            .then(|| Coalescer::new(ledger.clone(), config.ledger_batch_max));
+        let coalescer = (config.ledger.batch_max > 1)
+            .then(|| Coalescer::new(ledger.clone(), config.ledger.batch_max));
         let reserve_stage = reservation.clone().map(|store| {
-            ReserveStage::new(store, db.clone(), metrics.clone(), config.sold_out_memo)
+            ReserveStage::new(
+                store,
+                db.clone(),
+                metrics.clone(),
+                config.reservation.sold_out_memo,
+            )
         });
         let pipeline = Arc::new(OrderPipeline::new(
-            config.strategy,
+            config.orders.strategy,
             records,
             reserve_stage,
             ledger,
             coalescer,
-            config.hold_ttl,
+            config.reservation.hold_ttl,
             metrics.clone(),
             hot_items.clone(),
             redis.as_ref().map(|_| {
                 Arc::new(Breaker::new(
-                    config.breaker_failure_threshold,
-                    config.breaker_cooldown,
+                    config.breaker.failure_threshold,
+                    config.breaker.cooldown,
                 ))
             }),
         ));
         if redis.is_some() {
             background.push(spawn_breaker_probe(
                 pipeline.clone(),
-                config.breaker_cooldown,
+                config.breaker.cooldown,
             ));
         }
 
@@ -131,13 +133,13 @@ impl Application {
             background.push(reaper::spawn(
                 store.clone(),
                 metrics.clone(),
-                config.reaper_interval,
+                config.reservation.reaper_interval,
             ));
             background.push(reconcile::spawn(
                 store.clone(),
                 db.clone(),
                 metrics.clone(),
-                config.reconcile_interval,
+                config.reservation.reconcile_interval,
             ));
         }
         background.push(spawn_metrics_upkeep(metrics.clone()));
@@ -145,11 +147,11 @@ impl Application {
             metrics.clone(),
             hot_items.clone(),
             db.clone(),
-            config.strategy.label(),
+            config.orders.strategy.label(),
         ));
         background.push(crate::dashboard::spawn(dashboard.clone()));
 
-        let admin_token = match &config.admin_token {
+        let admin_token = match &config.sessions.admin_token {
             Some(token) => token.clone(),
             None => {
                 let token = uuid::Uuid::new_v4().simple().to_string();
@@ -157,25 +159,28 @@ impl Application {
                 token
             }
         };
-        if config.cookie_secret.is_none() {
+        if config.sessions.cookie_secret.is_none() {
             tracing::warn!(
                 "COOKIE_SECRET is not set; buyer sessions last until this process stops"
             );
         }
 
-        let listener = TcpListener::bind(config.site_addr)
+        let listener = TcpListener::bind(config.http.site_addr)
             .await
-            .with_context(|| format!("binding {}", config.site_addr))?;
+            .with_context(|| format!("binding {}", config.http.site_addr))?;
         tracing::info!(
-            strategy = config.strategy.label(),
+            strategy = config.orders.strategy.label(),
             database = db.dialect().name(),
             reservation = reservation.as_ref().map_or("none", |s| s.kind()),
             "order pipeline ready"
         );
 
-        let rate_limiter = RateLimiter::new(config.order_rate_per_second, config.order_rate_burst);
+        let rate_limiter = RateLimiter::new(
+            config.http.order_rate_per_second,
+            config.http.order_rate_burst,
+        );
         let state = AppState(Arc::new(AppContext {
-            cookie_key: cookie_key(config.cookie_secret.as_deref()),
+            cookie_key: cookie_key(config.sessions.cookie_secret.as_deref()),
             config,
             leptos,
             db,
@@ -191,7 +196,7 @@ impl Application {
         let router = router(state.clone());
         Ok(Self {
             listener,
-            max_connections: state.config.max_connections,
+            max_connections: state.config.http.max_connections,
             router,
             state,
             background,
@@ -248,12 +253,12 @@ pub fn reservation_store(
     redis: Option<&RedisConn>,
 ) -> Option<Arc<dyn ReservationStore>> {
     let strategy_a_possible =
-        config.strategy == Strategy::RedisThenDb || config.allow_strategy_override;
+        config.orders.strategy == Strategy::ReserveFirst || config.orders.allow_strategy_override;
     match (strategy_a_possible, redis) {
         (false, _) => None,
         (true, Some(conn)) => Some(Arc::new(RedisStore::new(
             conn.clone(),
-            config.redis_key_prefix.clone(),
+            config.redis.key_prefix.clone(),
         ))),
         (true, None) => Some(Arc::new(InProcessStore::new())),
     }

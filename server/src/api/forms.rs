@@ -104,7 +104,7 @@ pub async fn dashboard_login(State(state): State<AppState>, Form(form): Form<Sig
     }
     let mut response = see_other("/dashboard");
     if let Some(cookie) =
-        crate::session::admin_cookie(&state.cookie_key, state.config.cookie_secure, true)
+        crate::session::admin_cookie(&state.cookie_key, state.config.sessions.cookie_secure, true)
     {
         response.headers_mut().append(SET_COOKIE, cookie);
     }
@@ -114,9 +114,11 @@ pub async fn dashboard_login(State(state): State<AppState>, Form(form): Form<Sig
 /// `POST /dashboard/logout`: ends the admin session.
 pub async fn dashboard_logout(State(state): State<AppState>) -> Response {
     let mut response = see_other("/dashboard");
-    if let Some(cookie) =
-        crate::session::admin_cookie(&state.cookie_key, state.config.cookie_secure, false)
-    {
+    if let Some(cookie) = crate::session::admin_cookie(
+        &state.cookie_key,
+        state.config.sessions.cookie_secure,
+        false,
+    ) {
         response.headers_mut().append(SET_COOKIE, cookie);
     }
     response

@@ -1,8 +1,8 @@
 //! `POST /api/orders` and `GET /api/orders/by-key/{key}`.
 
 use super::{ApiJson, IdempotencyKeyHeader};
-use crate::config::Strategy;
 use crate::error::{ApiError, error_response};
+use crate::orders::strategy::Strategy;
 use crate::session::Buyer;
 use crate::state::AppState;
 use app::checkout::Checkout;
@@ -48,7 +48,7 @@ fn requested_strategy(state: &AppState, headers: &HeaderMap) -> Result<Strategy,
     let Some(raw) = headers.get(ORDER_STRATEGY) else {
         return Ok(state.pipeline.strategy());
     };
-    if !state.config.allow_strategy_override {
+    if !state.config.orders.allow_strategy_override {
         return Err(ApiError::invalid(
             "X-Order-Strategy is disabled on this server (ALLOW_STRATEGY_OVERRIDE)",
         ));
@@ -56,7 +56,7 @@ fn requested_strategy(state: &AppState, headers: &HeaderMap) -> Result<Strategy,
     let strategy = raw
         .to_str()
         .ok()
-        .and_then(Strategy::parse)
+        .and_then(Strategy::from_label)
         .ok_or_else(|| ApiError::invalid("X-Order-Strategy must be redis+db or db"))?;
     if !state.pipeline.supports(strategy) {
         return Err(ApiError::invalid(

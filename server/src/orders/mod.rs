@@ -24,10 +24,11 @@ pub mod idempotency;
 pub mod ledger;
 pub mod reserve;
 pub mod settle;
+pub mod strategy;
 
-use crate::config::Strategy;
 use crate::hot_items::HotItems;
 use crate::metrics::{self as m, Metrics};
+use crate::orders::strategy::Strategy;
 use crate::reservation::breaker::{Admission, Breaker, BreakerState};
 use crate::reservation::{Hold, HoldDeadline, HoldToken};
 use app::checkout::Placement;
@@ -53,8 +54,8 @@ pub struct Records {
 impl Records {
     fn of(&self, strategy: Strategy) -> &Arc<dyn IdempotencyStore> {
         match strategy {
-            Strategy::RedisThenDb => &self.redis_then_db,
-            Strategy::DbOnly => &self.db_only,
+            Strategy::ReserveFirst => &self.redis_then_db,
+            Strategy::LedgerOnly => &self.db_only,
         }
     }
 }
@@ -96,9 +97,9 @@ impl Route {
     /// A request and every B request use the database's.
     fn records(self) -> Strategy {
         if self.reserve {
-            Strategy::RedisThenDb
+            Strategy::ReserveFirst
         } else {
-            Strategy::DbOnly
+            Strategy::LedgerOnly
         }
     }
 }
@@ -150,7 +151,7 @@ impl OrderPipeline {
     /// Asks the breaker whether this request may use Redis.
     fn admit(&self, strategy: Strategy) -> Admission {
         match (strategy, &self.breaker) {
-            (Strategy::RedisThenDb, Some(breaker)) => breaker.admit(),
+            (Strategy::ReserveFirst, Some(breaker)) => breaker.admit(),
             _ => Admission::Call,
         }
     }
@@ -233,7 +234,7 @@ impl OrderPipeline {
 
     /// Whether this pipeline can run `strategy` (A needs a reservation store).
     pub fn supports(&self, strategy: Strategy) -> bool {
-        strategy == Strategy::DbOnly || self.reservation.is_some()
+        strategy == Strategy::LedgerOnly || self.reservation.is_some()
     }
 
     pub fn idempotency_kind(&self) -> &'static str {
@@ -253,7 +254,7 @@ impl OrderPipeline {
         let strategy = if self.supports(strategy) {
             strategy
         } else {
-            Strategy::DbOnly
+            Strategy::LedgerOnly
         };
         let span = tracing::info_span!(
             "order",
@@ -277,7 +278,7 @@ impl OrderPipeline {
             }
             let route = Route {
                 strategy,
-                reserve: strategy == Strategy::RedisThenDb && !bypassed,
+                reserve: strategy == Strategy::ReserveFirst && !bypassed,
             };
             let (placement, redis_failed) = self.place_inner(buyer, key, request, route).await;
             self.report(admission, redis_failed);
@@ -453,7 +454,7 @@ impl OrderPipeline {
         };
         let held = match reservation {
             None => {
-                let result = if route.strategy == Strategy::RedisThenDb {
+                let result = if route.strategy == Strategy::ReserveFirst {
                     "bypassed"
                 } else {
                     "skipped"
@@ -590,8 +591,8 @@ impl OrderPipeline {
         // may have written there), then the orders table.
         let mut stores = vec![self.records.of(self.default_strategy)];
         let other = self.records.of(match self.default_strategy {
-            Strategy::RedisThenDb => Strategy::DbOnly,
-            Strategy::DbOnly => Strategy::RedisThenDb,
+            Strategy::ReserveFirst => Strategy::LedgerOnly,
+            Strategy::LedgerOnly => Strategy::ReserveFirst,
         });
         if !Arc::ptr_eq(stores[0], other) {
             stores.push(other);

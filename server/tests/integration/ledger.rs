@@ -13,7 +13,7 @@ async fn two_hundred_buyers_race_for_fifty_units(backend: Backend) {
     // The versioned update one order at a time (no write coalescing): every
     // sale is one version bump.
     let mut setup = Setup::db_only(backend);
-    setup.tweak = |c| c.ledger_batch_max = 1;
+    setup.tweak = |c| c.ledger.batch_max = 1;
     let app = spawn_app(setup).await;
     let item = app.create_item(50, None).await;
     let mut buyers = Vec::new();
@@ -231,7 +231,7 @@ async fn a_batch_admits_in_order_while_stock_lasts_on_every_database() {
 async fn coalesced_writes_under_a_burst_sell_exactly_the_stock() {
     for backend in ALL_BACKENDS {
         let mut setup = Setup::db_only(backend);
-        setup.tweak = |c| c.ledger_batch_max = 64;
+        setup.tweak = |c| c.ledger.batch_max = 64;
         let app = spawn_app(setup).await;
         let item = app.create_item(97, None).await;
         let buyers = join_all((0..100).map(|_| app.buyer())).await;

@@ -9,11 +9,11 @@ use server::config::Config;
 async fn metrics_count_exactly_what_a_scripted_session_did() {
     let mut setup = Setup::redis(Backend::Postgres);
     setup.tweak = |c: &mut Config| {
-        c.allow_strategy_override = true;
+        c.orders.allow_strategy_override = true;
         // One attempt only: every version conflict becomes a stock_conflict.
-        c.ledger_max_attempts = 1;
+        c.ledger.backoff.max_attempts = 1;
         // Long enough that every sold-out attempt below meets the memo.
-        c.sold_out_memo = std::time::Duration::from_secs(60);
+        c.reservation.sold_out_memo = std::time::Duration::from_secs(60);
     };
     let app = spawn_app(setup).await;
     let item = app.create_item(2, None).await;

@@ -400,9 +400,9 @@ async fn a_known_sell_out_is_refused_in_the_claim_under_the_same_contract() {
         (Setup::redis(Backend::Postgres), Duration::ZERO),
     ] {
         setup.tweak = if memo.is_zero() {
-            |c: &mut Config| c.sold_out_memo = Duration::ZERO
+            |c: &mut Config| c.reservation.sold_out_memo = Duration::ZERO
         } else {
-            |c: &mut Config| c.sold_out_memo = Duration::from_secs(60)
+            |c: &mut Config| c.reservation.sold_out_memo = Duration::from_secs(60)
         };
         let label = format!("{:?}, memo {memo:?}", setup.backend);
         let app = spawn_app(setup).await;
@@ -484,7 +484,7 @@ async fn a_known_sell_out_is_refused_in_the_claim_under_the_same_contract() {
 #[tokio::test]
 async fn redis_idempotency_records_carry_the_configured_ttl() {
     let mut setup = Setup::redis(Backend::Postgres);
-    setup.tweak = |c: &mut Config| c.idempotency_ttl = Duration::from_secs(3_600);
+    setup.tweak = |c: &mut Config| c.orders.idempotency_ttl = Duration::from_secs(3_600);
     let app = spawn_app(setup).await;
     let item = app.create_item(5, None).await;
     let buyer = app.buyer().await;
@@ -507,7 +507,7 @@ async fn redis_idempotency_records_carry_the_configured_ttl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reaper_task_gives_back_abandoned_holds() {
     for mut setup in [Setup::redis(Backend::Postgres), Setup::embedded()] {
-        setup.tweak = |c: &mut Config| c.reaper_interval = Duration::from_millis(20);
+        setup.tweak = |c: &mut Config| c.reservation.reaper_interval = Duration::from_millis(20);
         let app = spawn_app(setup).await;
         let item = app.create_item(5, None).await;
         let store = app.state.reservation.clone().expect("store");

@@ -25,9 +25,9 @@ async fn with_redis_down_the_breaker_opens_and_orders_still_sell_exactly_the_sto
     let mut setup = Setup::redis(Backend::Postgres);
     setup.redis_url = Some(redis.url());
     setup.tweak = |c: &mut Config| {
-        c.breaker_failure_threshold = 2;
-        c.breaker_cooldown = Duration::from_millis(300);
-        c.redis_timeout = Duration::from_millis(200);
+        c.breaker.failure_threshold = 2;
+        c.breaker.cooldown = Duration::from_millis(300);
+        c.redis.timeout = Duration::from_millis(200);
     };
     let app = spawn_app(setup).await;
     let item = app.create_item(10, None).await;
@@ -93,8 +93,8 @@ async fn a_redis_call_that_times_out_answers_503_and_gives_the_hold_back() {
     let mut setup = Setup::redis(Backend::Postgres);
     setup.redis_url = Some(redis.url());
     setup.tweak = |c: &mut Config| {
-        c.redis_timeout = Duration::from_millis(150);
-        c.breaker_failure_threshold = 100;
+        c.redis.timeout = Duration::from_millis(150);
+        c.breaker.failure_threshold = 100;
     };
     let app = spawn_app(setup).await;
     let item = app.create_item(5, None).await;

@@ -8,8 +8,8 @@ use server::config::Config;
 async fn a_buyer_over_the_rate_limit_gets_429_with_retry_after() {
     let mut setup = Setup::embedded();
     setup.tweak = |c: &mut Config| {
-        c.order_rate_per_second = 1;
-        c.order_rate_burst = 3;
+        c.http.order_rate_per_second = 1;
+        c.http.order_rate_burst = 3;
     };
     let app = spawn_app(setup).await;
     let item = app.create_item(100, None).await;
@@ -60,7 +60,7 @@ async fn new_session_cookie(base: &str) -> String {
 #[tokio::test]
 async fn the_buyer_cookie_is_secure_when_configured() {
     let mut setup = Setup::embedded();
-    setup.tweak = |c: &mut Config| c.cookie_secure = true;
+    setup.tweak = |c: &mut Config| c.sessions.cookie_secure = true;
     let app = spawn_app(setup).await;
     let cookie = new_session_cookie(&app.base).await;
     assert!(
