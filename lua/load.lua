@@ -1,19 +1,32 @@
 -- load: set an item's counter from the database, only if it is absent (after
 -- a first sale, a FLUSHALL or a restart without persistence). Holds that
 -- survived are subtracted: their units are not in the database's count yet.
+-- Holds whose orders the database already has are not: their units left the
+-- database's stock when the order committed (their confirm was lost, say in
+-- a Redis outage), so they end here instead of being counted twice.
 --
 -- KEYS[1] inv:{id}:stock
 -- KEYS[2] inv:{id}:holds
 -- KEYS[3] inv:{id}:meta
+-- KEYS[4] inv:{id}:deadlines
 -- ARGV[1] stock in the database
 -- ARGV[2] version of the row that stock was read from
 -- ARGV[3] max_per_buyer (0 = no limit)
+-- ARGV[4..] tokens of holds whose orders committed, read after the stock:
+--           a hold whose order commits in between is left out while the
+--           stock still counts its units, so the counter can come out too
+--           high (the database then refuses the extra order), never too low
 --
 -- Returns {1, counter} when loaded now, {0, counter} when it was present.
 
 local current = redis.call('GET', KEYS[1])
 if current then
   return {0, tonumber(current)}
+end
+for i = 4, #ARGV do
+  if redis.call('HDEL', KEYS[2], ARGV[i]) == 1 then
+    redis.call('ZREM', KEYS[4], ARGV[i])
+  end
 end
 local held = 0
 for _, hold in ipairs(redis.call('HVALS', KEYS[2])) do

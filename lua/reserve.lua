@@ -11,35 +11,36 @@
 -- ARGV[3] qty (> 0)
 -- ARGV[4] deadline, ms since epoch
 --
--- Returns {status, value}:
---   { 1, remaining}  held now
---   { 2, remaining}  this token already holds stock (a retry): nothing taken
---   { 0, available}  sold out: fewer than qty units left
---   {-1, 0}         counter not loaded: load it from the database first
---   {-2, already}   per-buyer limit: the buyer already has `already` units
+-- Returns {status, value, holds}:
+--   { 1, remaining, 0}      held now
+--   { 2, remaining, 0}      this token already holds stock (a retry): nothing taken
+--   { 0, available, holds}  sold out: fewer than qty units left; `holds` live
+--                           holds may still give units back
+--   {-1, 0, 0}              counter not loaded: load it from the database first
+--   {-2, already, 0}        per-buyer limit: the buyer already has `already` units
 -- Business outcomes are statuses, never error().
 
 local stock = redis.call('GET', KEYS[1])
 if not stock then
-  return {-1, 0}
+  return {-1, 0, 0}
 end
 stock = tonumber(stock)
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
-  return {2, stock}
+  return {2, stock, 0}
 end
 local qty = tonumber(ARGV[3])
 if stock < qty then
-  return {0, math.max(stock, 0)}
+  return {0, math.max(stock, 0), redis.call('HLEN', KEYS[2])}
 end
 local limit = tonumber(redis.call('HGET', KEYS[5], 'max_per_buyer') or '0')
 if limit > 0 then
   local already = tonumber(redis.call('HGET', KEYS[4], ARGV[2]) or '0')
   if already + qty > limit then
-    return {-2, already}
+    return {-2, already, 0}
   end
   redis.call('HINCRBY', KEYS[4], ARGV[2], qty)
 end
 local remaining = redis.call('DECRBY', KEYS[1], qty)
 redis.call('HSET', KEYS[2], ARGV[1], qty .. ':' .. ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
-return {1, remaining}
+return {1, remaining, 0}

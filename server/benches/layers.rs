@@ -4,7 +4,8 @@
 //! - `reserve` round trip (the Lua script by EVALSHA) against the local Redis,
 //!   and the same call on the in-process store;
 //! - `ledger` write (versioned UPDATE + order INSERT in one transaction) on
-//!   the local PostgreSQL and MariaDB and on a SQLite file.
+//!   the local PostgreSQL and MariaDB and on a SQLite file, and on SQLite
+//!   with `synchronous = FULL` (what the server uses) against `NORMAL`.
 //!
 //! - the cost of metrics on the order path: the metric calls one order makes,
 //!   and the whole sold-out fast path (Redis idempotency claim + reserve)
@@ -20,7 +21,8 @@ use hdrhistogram::Histogram;
 use server::config::RedisTarget;
 use server::db::{Database, items};
 use server::metrics::Metrics;
-use server::orders::ledger::{Backoff, Ledger};
+use server::orders::ledger::versioned::{Backoff, Ledger};
+use server::orders::ledger::{LedgerOrder, LedgerWrite};
 use server::redis_conn::RedisConn;
 use server::reservation::memory::InProcessStore;
 use server::reservation::redis::RedisStore;
@@ -75,6 +77,7 @@ async fn bench_reserve(name: &str, store: &dyn ReservationStore) {
                 version: 0,
                 max_per_buyer: None,
             },
+            &[],
         )
         .await
         .expect("load");
@@ -106,6 +109,25 @@ async fn bench_reserve(name: &str, store: &dyn ReservationStore) {
 
 async fn bench_ledger(name: &str, url: &str) {
     let db = Database::connect(url, 4).await.expect("connect");
+    bench_ledger_on(name, db).await;
+}
+
+/// SQLite syncs every commit (`synchronous = FULL`) so an order answered
+/// 201 survives a power cut; this measures what that costs against
+/// `NORMAL`, on one connection each (SQLite has one writer anyway).
+async fn bench_sqlite_sync_cost(dir: &std::path::Path) {
+    for (mode, file) in [("FULL", "full"), ("NORMAL", "normal")] {
+        let url = format!("sqlite://{}/sync-{file}.sqlite3", dir.display());
+        let db = Database::connect(&url, 1).await.expect("connect");
+        sqlx::query(&format!("PRAGMA synchronous = {mode}"))
+            .execute(db.pool())
+            .await
+            .expect("pragma");
+        bench_ledger_on(&format!("sqlite synchronous={mode}"), db).await;
+    }
+}
+
+async fn bench_ledger_on(name: &str, db: Database) {
     let n = iterations().min(2_000);
     let item = items::create(
         &db,
@@ -127,16 +149,17 @@ async fn bench_ledger(name: &str, url: &str) {
     );
     let mut writes = histogram();
     for i in 0..n {
-        let key = IdempotencyKey::parse(&format!("ledger-{i}")).expect("key");
-        let request = OrderRequest {
-            item_id: item.id,
-            qty: Quantity::ONE,
+        let order = LedgerOrder {
+            buyer: buyer(i),
+            key: IdempotencyKey::parse(&format!("ledger-{i}")).expect("key"),
+            request: OrderRequest {
+                item_id: item.id,
+                qty: Quantity::ONE,
+            },
+            strategy: server::orders::strategy::Strategy::LedgerOnly,
         };
         let started = Instant::now();
-        ledger
-            .write(&buyer(i), &key, request, "db")
-            .await
-            .expect("write");
+        ledger.write(order).await.expect("write");
         writes
             .record(started.elapsed().as_nanos() as u64)
             .expect("record");
@@ -152,7 +175,7 @@ fn record_one_order(metrics: &Metrics) {
     metrics
         .counter(m::IDEMPOTENCY, &[("result", "new"), ("strategy", s)])
         .increment(1);
-    for stage in ["idempotency", "reserve", "ledger", "settle"] {
+    for stage in ["idempotency", "reserve", "ledger", "settle", "answer"] {
         metrics
             .histogram(m::STAGE_SECONDS, &[("stage", stage), ("strategy", s)])
             .record(0.0004);
@@ -192,12 +215,14 @@ fn bench_metric_calls() {
     }
 }
 
-/// The sold-out fast path through the whole pipeline: metrics on and off,
-/// and with the sold-out memo (the first order asks Redis, the rest do not).
+/// The sold-out fast path through the whole pipeline, wired as the server
+/// wires it: metrics on and off, and with the sold-out memo (the first
+/// order asks Redis, the rest do not). Buyers are welcomed first, as
+/// `POST /api/session` does, so their claims are proven without the
+/// database.
 async fn bench_sold_out_path(conn: RedisConn, prefix: &str, db_url: &str) {
-    use server::orders::idempotency::{redis::RedisRecords, sql::SqlRecords};
+    use server::orders::Attempt;
     use server::orders::strategy::Strategy;
-    use server::orders::{OrderPipeline, Records, reserve::ReserveStage};
     use std::sync::Arc;
     let db = Database::connect(db_url, 2).await.expect("connect");
     let item = items::create(
@@ -227,42 +252,38 @@ async fn bench_sold_out_path(conn: RedisConn, prefix: &str, db_url: &str) {
         ),
     ] {
         let namespace = name.replace([' ', ','], "-");
-        let metrics = Arc::new(metrics);
-        let store: Arc<dyn ReservationStore> = Arc::new(RedisStore::new(
-            conn.clone(),
-            format!("{prefix}{namespace}:"),
-        ));
-        let records = Records {
-            redis_then_db: Arc::new(RedisRecords::new(
-                conn.clone(),
-                format!("{prefix}{namespace}:"),
-                Duration::from_secs(60),
-            )),
-            db_only: Arc::new(SqlRecords::new(db.clone(), Duration::from_secs(60))),
-        };
-        let ledger = Ledger::new(db.clone(), bench_backoff(), metrics.clone());
-        let pipeline = OrderPipeline::new(
-            Strategy::ReserveFirst,
-            records,
-            Some(ReserveStage::new(store, db.clone(), metrics.clone(), memo)),
-            Arc::new(ledger),
-            None,
-            Duration::from_secs(30),
-            metrics,
-            Arc::new(server::hot_items::HotItems::new()),
-            None,
-        );
+        let mut config = server::config::Config::embedded();
+        config.redis.key_prefix = format!("{prefix}{namespace}:");
+        config.reservation.sold_out_memo = memo;
+        config.http.order_rate_per_second = 1_000_000;
+        config.http.order_rate_burst = 1_000_000;
+        let wired = server::startup::wire_pipeline(
+            &config,
+            &db,
+            Some(&conn),
+            &Arc::new(metrics),
+            &Arc::new(server::hot_items::HotItems::new()),
+        )
+        .await
+        .expect("wire the pipeline");
+        let redis_records = wired.records.redis.clone().expect("redis records");
+        let buyers: Vec<BuyerId> = (0..iterations()).map(buyer).collect();
+        for buyer in &buyers {
+            redis_records.mark_new_buyer(buyer).await.expect("welcome");
+        }
         let mut latency = histogram();
-        for i in 0..iterations() {
-            let key = IdempotencyKey::parse(&format!("sold-out-{i}")).expect("key");
-            let request = OrderRequest {
-                item_id: item.id,
-                qty: Quantity::ONE,
+        for (i, buyer) in buyers.into_iter().enumerate() {
+            let attempt = Attempt {
+                buyer,
+                key: IdempotencyKey::parse(&format!("sold-out-{i}")).expect("key"),
+                request: OrderRequest {
+                    item_id: item.id,
+                    qty: Quantity::ONE,
+                },
+                strategy: Strategy::ReserveFirst,
             };
             let started = Instant::now();
-            let placement = pipeline
-                .place(&buyer(i), &key, request, Strategy::ReserveFirst)
-                .await;
+            let placement = wired.pipeline.place(attempt).await;
             latency
                 .record(started.elapsed().as_nanos() as u64)
                 .expect("record");
@@ -332,6 +353,7 @@ async fn main() {
         &format!("sqlite://{}/bench.sqlite3", dir.path().display()),
     )
     .await;
+    bench_sqlite_sync_cost(dir.path()).await;
     let name = format!("og_bench_{}", std::process::id());
     for (label, admin) in [
         (

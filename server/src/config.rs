@@ -12,7 +12,7 @@
 //! The variables are documented in the README; they are a contract with
 //! outside clients and stay stable.
 
-use crate::orders::ledger::Backoff;
+use crate::orders::ledger::versioned::Backoff;
 use crate::orders::strategy::Strategy;
 use anyhow::Context;
 use std::fmt::Display;

@@ -13,12 +13,16 @@
 //!   [`rate_limit`] turns back buyers who order too fast.
 //! - [`state`]: the one context struct, which implements the app's
 //!   `Checkout` port for the server functions and the API alike.
-//! - [`orders`]: the pipeline, one module per stage:
+//! - [`orders`]: the pipeline, one module per stage, in request order:
 //!   [`orders::idempotency`] → [`orders::reserve`] → [`orders::ledger`] →
-//!   [`orders::settle`].
+//!   [`orders::settle`] → [`orders::answer`]; every refusal passes the gate
+//!   in [`orders::refusal`].
+//! - [`records`]: the idempotency records stage 1 claims and stage 5
+//!   stores, in Redis or in the database.
 //! - [`reservation`]: the reservation-store port, its Redis (Lua) and
-//!   in-process implementations, and the reaper; [`redis_conn`] connects to
-//!   a single Redis or a cluster.
+//!   in-process implementations, the counter loader, the sold-out memo, the
+//!   Redis breaker's bookkeeping, the reaper and reconciliation;
+//!   [`redis_conn`] connects to a single Redis or a cluster.
 //! - [`db`]: the SQL database (SQLite, PostgreSQL, MySQL/MariaDB) and
 //!   inventory queries.
 //! - [`dashboard`]: samples this server's metrics for the admin dashboard.
@@ -37,6 +41,7 @@ pub mod listener;
 pub mod metrics;
 pub mod orders;
 pub mod rate_limit;
+pub mod records;
 pub mod redis_conn;
 pub mod reservation;
 pub mod session;

@@ -15,7 +15,7 @@
 //! | `oversell_idempotency_total` | `result` (`new`, `replay`, `in_progress`, `mismatch`, `error`), `strategy` |
 //! | `oversell_confirms_total`, `oversell_releases_total` | `result` |
 //! | `oversell_browser_intercepts_total` | `reason` (`swallowed_tap`, `restore_lookup`, `hidden_block`) |
-//! | `oversell_stage_duration_seconds` | `stage` (`idempotency`, `reserve`, `ledger`, `settle`), `strategy` |
+//! | `oversell_stage_duration_seconds` | `stage` (`idempotency`, `reserve`, `ledger`, `settle`, `answer`: the pipeline's stages 1 to 5), `strategy` |
 //! | `oversell_order_duration_seconds` | `strategy` |
 //! | `oversell_holds_live` (gauge), `oversell_holds_reaped_total` | |
 //! | `oversell_redis_breaker_state` (gauge: 0 closed, 1 half-open, 2 open) | |

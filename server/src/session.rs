@@ -4,8 +4,9 @@
 //! The JSON API needs the cookie (`POST /api/session` sets it; a call without
 //! it answers 401). The pages and their server functions mint one on first
 //! visit through [`ensure_buyer`], so a shopper never sees a session step.
-//! The signature (HMAC with `COOKIE_SECRET`) makes a forged or edited buyer
-//! id read as no buyer at all.
+//! The signature (HMAC with `COOKIE_SECRET`, or with the secret the database
+//! keeps when that is unset) makes a forged or edited buyer id read as no
+//! buyer at all, and lets every instance that shares the database read it.
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -23,14 +24,6 @@ const MAX_AGE_DAYS: i64 = 30;
 /// The dashboard's admin session: signed, HttpOnly, SameSite=Strict, 12 h.
 pub const ADMIN_COOKIE: &str = "admin";
 const ADMIN_MAX_AGE_HOURS: i64 = 12;
-
-/// The cookie key: derived from `COOKIE_SECRET`, or random for this process.
-pub fn cookie_key(secret: Option<&str>) -> Key {
-    match secret {
-        Some(secret) => Key::derive_from(secret.as_bytes()),
-        None => Key::generate(),
-    }
-}
 
 /// The buyer a request's signed cookie names, if the signature holds.
 pub fn buyer_of(headers: &axum::http::HeaderMap, key: &Key) -> Option<BuyerId> {
@@ -113,7 +106,11 @@ pub async fn ensure_buyer(
 ) -> Response {
     let (buyer, set_cookie) = match buyer_of(request.headers(), &state.cookie_key) {
         Some(buyer) => (buyer, None),
-        None => mint(&state.cookie_key, state.config.sessions.cookie_secure),
+        None => {
+            let (buyer, cookie) = mint(&state.cookie_key, state.config.sessions.cookie_secure);
+            state.welcome_buyer(&buyer).await;
+            (buyer, cookie)
+        }
     };
     request.extensions_mut().insert(buyer);
     if is_admin(request.headers(), &state.cookie_key) {

@@ -8,23 +8,32 @@ use crate::api;
 use crate::background::BackgroundTask;
 use crate::config::Config;
 use crate::dashboard::Sampler;
-use crate::db::{Database, items};
+use crate::db::{Database, items, settings};
 use crate::hot_items::HotItems;
 use crate::listener::LimitedListener;
 use crate::metrics::Metrics;
-use crate::orders::coalesce::Coalescer;
-use crate::orders::idempotency::{redis::RedisRecords, sql::SqlRecords};
-use crate::orders::ledger::Ledger;
+use crate::orders::answer::AnswerStage;
+use crate::orders::idempotency::ClaimStage;
+use crate::orders::ledger::coalesce::Coalescer;
+use crate::orders::ledger::versioned::Ledger;
+use crate::orders::ledger::{LedgerStage, LedgerWrite};
+use crate::orders::lookup::Lookup;
+use crate::orders::refusal::Gate;
 use crate::orders::reserve::ReserveStage;
+use crate::orders::settle::SettleStage;
 use crate::orders::strategy::Strategy;
-use crate::orders::{OrderPipeline, Records};
+use crate::orders::{OrderPipeline, Parts, Stages};
 use crate::rate_limit::RateLimiter;
+use crate::records::generation::RecordsGeneration;
+use crate::records::{Records, redis::RedisRecords, sql::SqlRecords};
 use crate::redis_conn::RedisConn;
-use crate::reservation::breaker::Breaker;
+use crate::reservation::guard::RedisGuard;
+use crate::reservation::loader::CounterLoader;
+use crate::reservation::memo::SoldOutMemo;
 use crate::reservation::{
     ReservationStore, memory::InProcessStore, reaper, reconcile, redis::RedisStore,
 };
-use crate::session::{cookie_key, ensure_buyer};
+use crate::session::ensure_buyer;
 use crate::state::{AppContext, AppState, GuardTotals};
 use anyhow::Context;
 use app::checkout::SharedCheckout;
@@ -33,6 +42,7 @@ use axum::Router;
 use axum::http::{HeaderName, Request};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum_extra::extract::cookie::Key;
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, generate_route_list};
@@ -41,12 +51,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 /// How often expired idempotency records are purged from the database.
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// How long shutting down waits for orders still running.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Application {
     listener: TcpListener,
@@ -54,6 +67,16 @@ pub struct Application {
     router: Router,
     state: AppState,
     background: Vec<BackgroundTask>,
+    tasks: TaskTracker,
+}
+
+/// The reservation layer, when strategy A can run.
+struct ReservationLayer {
+    store: Arc<dyn ReservationStore>,
+    memo: Arc<SoldOutMemo>,
+    loader: Arc<CounterLoader>,
+    /// When the store is Redis.
+    guard: Option<Arc<RedisGuard>>,
 }
 
 impl Application {
@@ -74,74 +97,16 @@ impl Application {
                 tracing::info!(seeded, "seeded demo items into an empty inventory");
             }
         }
-
+        let cookie_key = cookie_key(&db, config.sessions.cookie_secret.as_deref()).await?;
         let redis = RedisConn::connect(&config.redis.target, config.redis.timeout).await?;
-        let reservation = reservation_store(&config, redis.as_ref());
-        let mut background = Vec::new();
-        let sql_records = Arc::new(SqlRecords::new(db.clone(), config.orders.idempotency_ttl));
-        background.push(spawn_purge(sql_records.clone()));
-        let records = Records {
-            redis_then_db: match &redis {
-                Some(conn) => Arc::new(RedisRecords::new(
-                    conn.clone(),
-                    config.redis.key_prefix.clone(),
-                    config.orders.idempotency_ttl,
-                )),
-                None => sql_records.clone(),
-            },
-            db_only: sql_records,
-        };
-        let ledger = Arc::new(Ledger::new(
-            db.clone(),
-            config.ledger.backoff,
-            metrics.clone(),
-        ));
-        let coalescer = (config.ledger.batch_max > 1)
-            .then(|| Coalescer::new(ledger.clone(), config.ledger.batch_max));
-        let reserve_stage = reservation.clone().map(|store| {
-            ReserveStage::new(
-                store,
-                db.clone(),
-                metrics.clone(),
-                config.reservation.sold_out_memo,
-            )
-        });
-        let pipeline = Arc::new(OrderPipeline::new(
-            config.orders.strategy,
+        let Wired {
+            pipeline,
+            reservation,
+            memo,
             records,
-            reserve_stage,
-            ledger,
-            coalescer,
-            config.reservation.hold_ttl,
-            metrics.clone(),
-            hot_items.clone(),
-            redis.as_ref().map(|_| {
-                Arc::new(Breaker::new(
-                    config.breaker.failure_threshold,
-                    config.breaker.cooldown,
-                ))
-            }),
-        ));
-        if redis.is_some() {
-            background.push(spawn_breaker_probe(
-                pipeline.clone(),
-                config.breaker.cooldown,
-            ));
-        }
-
-        if let Some(store) = &reservation {
-            background.push(reaper::spawn(
-                store.clone(),
-                metrics.clone(),
-                config.reservation.reaper_interval,
-            ));
-            background.push(reconcile::spawn(
-                store.clone(),
-                db.clone(),
-                metrics.clone(),
-                config.reservation.reconcile_interval,
-            ));
-        }
+            mut background,
+            tasks,
+        } = wire_pipeline(&config, &db, redis.as_ref(), &metrics, &hot_items).await?;
         background.push(spawn_metrics_upkeep(metrics.clone()));
         let dashboard = Arc::new(Sampler::new(
             metrics.clone(),
@@ -159,11 +124,6 @@ impl Application {
                 token
             }
         };
-        if config.sessions.cookie_secret.is_none() {
-            tracing::warn!(
-                "COOKIE_SECRET is not set; buyer sessions last until this process stops"
-            );
-        }
 
         let listener = TcpListener::bind(config.http.site_addr)
             .await
@@ -171,26 +131,23 @@ impl Application {
         tracing::info!(
             strategy = config.orders.strategy.label(),
             database = db.dialect().name(),
-            reservation = reservation.as_ref().map_or("none", |s| s.kind()),
+            reservation = reservation.as_ref().map_or("none", |store| store.kind()),
             "order pipeline ready"
         );
 
-        let rate_limiter = RateLimiter::new(
-            config.http.order_rate_per_second,
-            config.http.order_rate_burst,
-        );
         let state = AppState(Arc::new(AppContext {
-            cookie_key: cookie_key(config.sessions.cookie_secret.as_deref()),
+            cookie_key,
             config,
             leptos,
             db,
             reservation,
+            memo,
+            records,
             pipeline,
             admin_token,
             metrics,
             hot_items,
             dashboard,
-            rate_limiter,
             guard_totals: GuardTotals::default(),
         }));
         let router = router(state.clone());
@@ -200,6 +157,7 @@ impl Application {
             router,
             state,
             background,
+            tasks,
         })
     }
 
@@ -231,6 +189,7 @@ impl Application {
             router,
             state,
             background,
+            tasks,
         } = self;
         axum::serve(
             LimitedListener::new(listener, max_connections),
@@ -239,10 +198,185 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")?;
+        // Orders whose clients hung up, confirm retries, orders in doubt.
+        tasks.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = tasks.len(),
+                "shutting down with orders still running; their holds go back at their deadlines"
+            );
+        }
         drop(background);
         state.db.close().await;
         Ok(())
     }
+}
+
+/// The order pipeline and what lives beside it.
+pub struct Wired {
+    pub pipeline: Arc<OrderPipeline>,
+    /// The reservation store, when strategy A can run.
+    pub reservation: Option<Arc<dyn ReservationStore>>,
+    pub memo: Option<Arc<SoldOutMemo>>,
+    pub records: Records,
+    /// Periodic tasks: the breaker probe, the reaper, reconciliation, the
+    /// records generation, purging records.
+    pub background: Vec<BackgroundTask>,
+    /// Orders running detached from their requests, and their follow-ups.
+    pub tasks: TaskTracker,
+}
+
+/// Wires the order pipeline's stages, stores and tasks from the
+/// configuration: the one place that decides which layers exist.
+///
+/// # Errors
+/// The database cannot be read.
+pub async fn wire_pipeline(
+    config: &Config,
+    db: &Database,
+    redis: Option<&RedisConn>,
+    metrics: &Arc<Metrics>,
+    hot_items: &Arc<HotItems>,
+) -> anyhow::Result<Wired> {
+    let tasks = TaskTracker::new();
+    let mut background = Vec::new();
+
+    let reservation = reservation_store(config, redis).map(|store| {
+        let memo = Arc::new(SoldOutMemo::new(config.reservation.sold_out_memo));
+        let loader = Arc::new(CounterLoader::new(store.clone(), db.clone(), memo.clone()));
+        let guard = redis.map(|_| {
+            Arc::new(RedisGuard::new(
+                config.breaker.failure_threshold,
+                config.breaker.cooldown,
+                store.clone(),
+                loader.clone(),
+                metrics.clone(),
+            ))
+        });
+        ReservationLayer {
+            store,
+            memo,
+            loader,
+            guard,
+        }
+    });
+
+    // Redis keeps records when it carries strategy A.
+    let redis_records = redis.filter(|_| reservation.is_some());
+    let generation = match redis_records {
+        Some(_) => {
+            let generation = Arc::new(
+                RecordsGeneration::start(db.clone())
+                    .await
+                    .context("reading the records generation")?,
+            );
+            background.push(generation.clone().spawn_refresh());
+            Some(generation)
+        }
+        None => None,
+    };
+    let sql_records = Arc::new(SqlRecords::new(
+        db.clone(),
+        config.orders.idempotency_ttl,
+        redis_records.is_none(),
+    ));
+    background.push(spawn_purge(sql_records.clone()));
+    let records = Records {
+        sql: sql_records.clone(),
+        redis: redis_records
+            .zip(generation.clone())
+            .map(|(conn, generation)| {
+                Arc::new(RedisRecords::new(
+                    conn.clone(),
+                    config.redis.key_prefix.clone(),
+                    config.orders.idempotency_ttl,
+                    generation,
+                ))
+            }),
+    };
+    let gate = Arc::new(Gate::new(db.clone(), sql_records));
+    let ledger = Arc::new(Ledger::new(
+        db.clone(),
+        config.ledger.backoff,
+        metrics.clone(),
+    ));
+    let writer: Arc<dyn LedgerWrite> = if config.ledger.batch_max > 1 {
+        Arc::new(Coalescer::new(ledger.clone(), config.ledger.batch_max))
+    } else {
+        ledger.clone()
+    };
+    let memo = reservation.as_ref().map(|r| r.memo.clone());
+    let guard = reservation.as_ref().and_then(|r| r.guard.clone());
+    let stages = Stages {
+        claim: ClaimStage::new(
+            records.clone(),
+            generation.clone(),
+            gate.clone(),
+            memo.clone(),
+            guard.clone(),
+            metrics.clone(),
+        ),
+        reserve: reservation.as_ref().map(|r| {
+            ReserveStage::new(
+                r.store.clone(),
+                r.loader.clone(),
+                r.memo.clone(),
+                r.guard.clone(),
+                metrics.clone(),
+                config.reservation.hold_ttl,
+            )
+        }),
+        ledger: LedgerStage::new(writer, generation, metrics.clone()),
+        settle: SettleStage::new(
+            reservation.as_ref().map(|r| r.store.clone()),
+            memo.clone(),
+            guard.clone(),
+            ledger,
+            metrics.clone(),
+            tasks.clone(),
+        ),
+        answer: AnswerStage::new(records.clone(), gate, metrics.clone()),
+    };
+    let pipeline = Arc::new(OrderPipeline::new(Parts {
+        default_strategy: config.orders.strategy,
+        stages,
+        guard: guard.clone(),
+        lookup: Lookup::new(db.clone(), records.clone()),
+        rate_limiter: RateLimiter::new(
+            config.http.order_rate_per_second,
+            config.http.order_rate_burst,
+        ),
+        hot_items: hot_items.clone(),
+        metrics: metrics.clone(),
+        tasks: tasks.clone(),
+    }));
+    if let Some(guard) = &guard {
+        background.push(spawn_breaker_probe(guard.clone(), config.breaker.cooldown));
+    }
+    if let Some(r) = &reservation {
+        background.push(reaper::spawn(
+            r.store.clone(),
+            metrics.clone(),
+            config.reservation.reaper_interval,
+        ));
+        background.push(reconcile::spawn(
+            r.store.clone(),
+            db.clone(),
+            metrics.clone(),
+            config.reservation.reconcile_interval,
+        ));
+    }
+    Ok(Wired {
+        pipeline,
+        reservation: reservation.map(|r| r.store),
+        memo,
+        records,
+        background,
+        tasks,
+    })
 }
 
 /// The reservation store strategy A uses: Redis when configured, else the
@@ -266,11 +400,24 @@ pub fn reservation_store(
 
 /// Probes Redis while the breaker is open (a few times per cooldown, so the
 /// probe starts soon after the cooldown ends).
-fn spawn_breaker_probe(pipeline: Arc<OrderPipeline>, cooldown: Duration) -> BackgroundTask {
+fn spawn_breaker_probe(guard: Arc<RedisGuard>, cooldown: Duration) -> BackgroundTask {
     BackgroundTask::every((cooldown / 4).max(Duration::from_millis(25)), move || {
-        let pipeline = pipeline.clone();
-        async move { pipeline.probe_redis().await }
+        let guard = guard.clone();
+        async move { guard.probe().await }
     })
+}
+
+/// The key that signs cookies: from `COOKIE_SECRET`, or else the secret the
+/// database keeps (generated by the first instance to start), so instances
+/// sharing a database share their buyers, across restarts too.
+async fn cookie_key(db: &Database, configured: Option<&str>) -> anyhow::Result<Key> {
+    let secret = match configured {
+        Some(secret) => secret.to_owned(),
+        None => settings::shared_secret(db, settings::COOKIE_SECRET)
+            .await
+            .context("reading the cookie secret kept in the database")?,
+    };
+    Ok(Key::derive_from(secret.as_bytes()))
 }
 
 /// Histogram upkeep, which the recorder leaves to its owner.

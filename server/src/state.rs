@@ -9,8 +9,12 @@ use crate::config::Config;
 use crate::db::{Database, items};
 use crate::hot_items::HotItems;
 use crate::metrics::Metrics;
-use crate::orders::OrderPipeline;
+use crate::orders::refusal::Refusal;
+use crate::orders::strategy::Strategy;
+use crate::orders::{Attempt, OrderPipeline};
+use crate::records::Records;
 use crate::reservation::ReservationStore;
+use crate::reservation::memo::SoldOutMemo;
 use app::checkout::{Checkout, GuardCounts, Placement};
 use app::domain::{BuyerId, IdempotencyKey, ItemId};
 use app::model::{ErrorCode, Item, KeyOutcome, OrderError, OrderRequest};
@@ -27,13 +31,15 @@ pub struct AppContext {
     pub db: Database,
     /// `None` under strategy B (database only).
     pub reservation: Option<Arc<dyn ReservationStore>>,
+    /// The sold-out memo of the reservation layer, when there is one.
+    pub memo: Option<Arc<SoldOutMemo>>,
+    pub records: Records,
     pub pipeline: Arc<OrderPipeline>,
     pub cookie_key: Key,
     pub admin_token: String,
     pub metrics: Arc<Metrics>,
     pub hot_items: Arc<HotItems>,
     pub dashboard: Arc<crate::dashboard::Sampler>,
-    pub rate_limiter: crate::rate_limit::RateLimiter,
     pub guard_totals: GuardTotals,
 }
 
@@ -85,22 +91,33 @@ fn database_unavailable(e: sqlx::Error) -> OrderError {
 }
 
 impl AppContext {
-    /// The per-buyer rate limit, checked before any order attempt.
-    ///
-    /// # Errors
-    /// `rate_limited` (429, retryable) when the buyer is over the limit.
-    pub fn admit_order(&self, buyer: &BuyerId) -> Result<(), OrderError> {
-        self.rate_limiter
-            .check(buyer, std::time::Instant::now())
-            .map_err(|wait| {
-                OrderError::new(
-                    ErrorCode::RateLimited,
-                    format!(
-                        "too many order attempts; try again in {} ms",
-                        wait.as_millis().max(1)
-                    ),
-                )
+    /// Places an order through the pipeline with the given strategy: the
+    /// one entry point of the JSON API and the pages alike.
+    pub async fn place_order_with(
+        &self,
+        buyer: &BuyerId,
+        key: &IdempotencyKey,
+        request: OrderRequest,
+        strategy: Strategy,
+    ) -> Placement {
+        self.pipeline
+            .place(Attempt {
+                buyer: buyer.clone(),
+                key: key.clone(),
+                request,
+                strategy,
             })
+            .await
+    }
+
+    /// A buyer was just minted: their records are complete (empty) from the
+    /// start, so their first order needs no database read.
+    pub async fn welcome_buyer(&self, buyer: &BuyerId) {
+        if let Some(redis) = &self.records.redis
+            && let Err(e) = redis.mark_new_buyer(buyer).await
+        {
+            tracing::debug!(error = %e, "marking a new buyer's records failed; their first order loads them");
+        }
     }
 }
 
@@ -114,7 +131,7 @@ impl Checkout for AppContext {
         items::get(&self.db, id)
             .await
             .map_err(database_unavailable)?
-            .ok_or_else(crate::orders::reserve::unknown_item)
+            .ok_or_else(|| Refusal::UnknownItem.error())
     }
 
     async fn place_order(
@@ -123,14 +140,7 @@ impl Checkout for AppContext {
         key: &IdempotencyKey,
         request: OrderRequest,
     ) -> Placement {
-        if let Err(error) = self.admit_order(buyer) {
-            return Placement {
-                result: Err(error),
-                replayed: false,
-            };
-        }
-        self.pipeline
-            .place(buyer, key, request, self.pipeline.strategy())
+        self.place_order_with(buyer, key, request, self.pipeline.strategy())
             .await
     }
 

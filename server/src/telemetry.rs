@@ -8,7 +8,7 @@
 //!   `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, every span is also
 //!   exported over OTLP/HTTP (JSON) in batches: an order's trace holds its
 //!   `http` span, the `order` span, and one span per layer (`idempotency`,
-//!   `reserve`, `ledger`, `settle`). The usual `OTEL_*` variables tune the
+//!   `reserve`, `ledger`, `settle`, `answer`). The usual `OTEL_*` variables tune the
 //!   exporter (e.g. `OTEL_BSP_SCHEDULE_DELAY`).
 
 use crate::config::LogFormat;

@@ -6,6 +6,7 @@
 use super::{Admin, ApiJson, item_id};
 use crate::db::items::{self, NewItem, Restocked};
 use crate::error::ApiError;
+use crate::orders::refusal::Refusal;
 use crate::reservation::CounterSeed;
 use crate::state::AppState;
 use app::model::Item;
@@ -90,7 +91,7 @@ pub async fn create_item(
             version: item.version,
             max_per_buyer: item.max_per_buyer,
         };
-        if let Err(e) = store.load(item.id, seed).await {
+        if let Err(e) = store.load(item.id, seed, &[]).await {
             tracing::warn!(item = %item.id, error = %e, "warming the counter failed; the first order loads it");
         }
     }
@@ -115,7 +116,7 @@ pub async fn stats(
     let item = items::get(&state.db, id)
         .await
         .map_err(ApiError::unavailable)?
-        .ok_or_else(crate::orders::reserve::unknown_item)?;
+        .ok_or_else(|| Refusal::UnknownItem.error())?;
     let orders = items::order_stats(&state.db, id)
         .await
         .map_err(ApiError::unavailable)?;
@@ -157,7 +158,7 @@ pub async fn restock(
         .map_err(ApiError::unavailable)?
     {
         Restocked::Done(item) => item,
-        Restocked::UnknownItem => return Err(crate::orders::reserve::unknown_item().into()),
+        Restocked::UnknownItem => return Err(Refusal::UnknownItem.error().into()),
         Restocked::WouldGoNegative { stock } => {
             return Err(ApiError::invalid(format!(
                 "only {stock} in stock; cannot remove {}",
@@ -172,6 +173,8 @@ pub async fn restock(
             tracing::error!(item = %id, error = %e, "restock not applied to the reservation counter");
         }
     }
-    state.pipeline.forget_sold_out(id);
+    if let Some(memo) = &state.memo {
+        memo.forget(id);
+    }
     Ok(Json(item))
 }

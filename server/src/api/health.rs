@@ -43,13 +43,13 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let database_ok = database["ok"] == json!(true);
     let breaker = state
         .pipeline
-        .breaker()
-        .map_or("none", |b| b.state(std::time::Instant::now()).label());
+        .guard()
+        .map_or("none", |guard| guard.state().label());
     let checks = json!({
         "database": database,
         "reservation": reservation,
         "redis_breaker": breaker,
-        "idempotency": state.pipeline.idempotency_kind(),
+        "idempotency": state.pipeline.records_kind(),
         "strategy": state.pipeline.strategy().label(),
     });
     if database_ok {

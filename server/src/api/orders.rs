@@ -27,9 +27,10 @@ pub async fn create(
     headers: HeaderMap,
     ApiJson(request): ApiJson<OrderRequest>,
 ) -> Result<Response, ApiError> {
-    state.admit_order(&buyer)?;
     let strategy = requested_strategy(&state, &headers)?;
-    let placement = state.pipeline.place(&buyer, &key, request, strategy).await;
+    let placement = state
+        .place_order_with(&buyer, &key, request, strategy)
+        .await;
     let mut response = match &placement.result {
         Ok(receipt) => (StatusCode::CREATED, Json(receipt)).into_response(),
         Err(error) => error_response(error),

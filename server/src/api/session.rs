@@ -19,6 +19,7 @@ pub async fn start(State(state): State<AppState>, headers: HeaderMap) -> Respons
             .into_response();
     }
     let (buyer, cookie) = mint(&state.cookie_key, state.config.sessions.cookie_secure);
+    state.welcome_buyer(&buyer).await;
     let mut response = (
         StatusCode::CREATED,
         Json(serde_json::json!({ "buyer_id": buyer })),

@@ -1,13 +1,17 @@
 //! The database: the source of truth for stock and orders.
 //!
 //! One [`Database`] wraps an `sqlx::AnyPool` for SQLite, PostgreSQL or
-//! MySQL/MariaDB, picked by the URL. Statements are written once with `?`
+//! MySQL/MariaDB, picked by the URL: [`items`] reads and writes the
+//! inventory, [`orders`] reads orders, [`settings`] keeps what every
+//! instance sharing the database agrees on. Statements are written once with `?`
 //! placeholders; [`Database::sql`] rewrites them to `$1, $2, ...` for
 //! PostgreSQL. Where the dialects really differ (inserting with a generated
 //! id, casting a sum), the [`Dialect`] says so. Migrations are compiled in,
 //! one folder per dialect, and run at start.
 
 pub mod items;
+pub mod orders;
+pub mod settings;
 
 use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -41,6 +45,16 @@ impl Dialect {
             Self::Sqlite => "sqlite",
             Self::Postgres => "postgres",
             Self::MySql => "mysql",
+        }
+    }
+
+    /// The database's own clock as milliseconds since the Unix epoch, for
+    /// decisions no server's clock may make.
+    pub fn now_ms_sql(self) -> &'static str {
+        match self {
+            Self::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+            Self::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            Self::MySql => "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",
         }
     }
 
@@ -86,10 +100,12 @@ impl Database {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
                         // WAL lets readers run beside the single writer;
-                        // busy_timeout makes writers queue instead of failing.
+                        // busy_timeout makes writers queue instead of failing;
+                        // FULL syncs every commit, so an order answered 201
+                        // survives a power cut (NORMAL may lose the last ones).
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA busy_timeout = 5000").await?;
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
                     }
                     Ok(())

@@ -88,6 +88,7 @@ impl ReservationStore for InProcessStore {
         if stock < qty {
             return Ok(Reserved::SoldOut {
                 available: stock.max(0),
+                holds: state.holds.len() as u64,
             });
         }
         if state.max_per_buyer > 0 {
@@ -113,11 +114,21 @@ impl ReservationStore for InProcessStore {
         Ok(Reserved::Held { remaining })
     }
 
-    async fn load(&self, item: ItemId, seed: CounterSeed) -> Result<i64, StoreError> {
+    async fn load(
+        &self,
+        item: ItemId,
+        seed: CounterSeed,
+        committed: &[HoldToken],
+    ) -> Result<i64, StoreError> {
         let mut items = self.lock();
         let state = items.entry(item).or_default();
         if let Some(stock) = state.stock {
             return Ok(stock);
+        }
+        for token in committed {
+            if let Some(units) = state.holds.remove(token) {
+                state.deadlines.remove(&(units.deadline, token.clone()));
+            }
         }
         let held: i64 = state.holds.values().map(|h| h.qty).sum();
         let counter = seed.stock - held;
@@ -192,6 +203,14 @@ impl ReservationStore for InProcessStore {
             given_back,
             holds_left: state.holds.len() as u64,
         })
+    }
+
+    async fn hold_tokens(&self, item: ItemId) -> Result<Vec<HoldToken>, StoreError> {
+        Ok(self
+            .lock()
+            .get(&item)
+            .map(|state| state.holds.keys().cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn items_with_holds(&self) -> Result<Vec<ItemId>, StoreError> {

@@ -11,8 +11,18 @@
 //! Two implementations pass the same contract suite (`tests/reservation_contract.rs`):
 //! [`redis::RedisStore`] (Lua scripts, single node or cluster) and
 //! [`memory::InProcessStore`] (the embedded default).
+//!
+//! Around the store: [`loader::CounterLoader`] loads a counter from the
+//! database (never counting a hold whose order already committed),
+//! [`memo::SoldOutMemo`] remembers for a moment that an item has nothing
+//! left, [`guard::RedisGuard`] keeps the circuit breaker's books when the
+//! store is Redis, and the [`reaper`] and [`reconcile`] tasks keep the
+//! counters honest.
 
 pub mod breaker;
+pub mod guard;
+pub mod loader;
+pub mod memo;
 pub mod memory;
 pub mod reaper;
 pub mod reconcile;
@@ -33,6 +43,21 @@ impl HoldToken {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The buyer and key the token was made of (a buyer id never holds a
+    /// colon, so the first one separates them).
+    pub fn parts(&self) -> Option<(BuyerId, IdempotencyKey)> {
+        let (buyer, key) = self.0.split_once(':')?;
+        Some((
+            BuyerId::parse(buyer).ok()?,
+            IdempotencyKey::parse(key).ok()?,
+        ))
+    }
+
+    /// A token as a store kept it.
+    pub fn from_stored(raw: String) -> Self {
+        Self(raw)
     }
 }
 
@@ -73,8 +98,9 @@ pub enum Reserved {
     Held { remaining: i64 },
     /// This token already holds units (a retry of the same intent).
     AlreadyHeld,
-    /// Fewer than the asked units are left.
-    SoldOut { available: i64 },
+    /// Fewer than the asked units are left; `holds` is how many holds the
+    /// item has (their units may still come back).
+    SoldOut { available: i64, holds: u64 },
     /// The buyer would exceed the item's `max_per_buyer`.
     LimitExceeded { already: i64 },
     /// No counter for the item: load it from the database and try again.
@@ -153,11 +179,24 @@ pub trait ReservationStore: Send + Sync + 'static {
     /// The store cannot be reached or answered nonsense.
     async fn reserve(&self, item: ItemId, hold: &Hold) -> Result<Reserved, StoreError>;
 
-    /// Sets the counter from the database if it is absent; returns the counter.
+    /// Sets the counter from the database if it is absent; returns the
+    /// counter. `committed` names holds whose orders the database already
+    /// has: they end here instead of being subtracted again.
     ///
     /// # Errors
     /// As for `reserve`.
-    async fn load(&self, item: ItemId, seed: CounterSeed) -> Result<i64, StoreError>;
+    async fn load(
+        &self,
+        item: ItemId,
+        seed: CounterSeed,
+        committed: &[HoldToken],
+    ) -> Result<i64, StoreError>;
+
+    /// The tokens of the item's live holds.
+    ///
+    /// # Errors
+    /// As for `reserve`.
+    async fn hold_tokens(&self, item: ItemId) -> Result<Vec<HoldToken>, StoreError>;
 
     /// The order committed: end the hold, keep the units taken.
     ///

@@ -121,7 +121,7 @@ impl ReservationStore for RedisStore {
     async fn reserve(&self, item: ItemId, hold: &Hold) -> Result<Reserved, StoreError> {
         let k = self.keys(item);
         let mut conn = self.conn();
-        let (status, value): (i64, i64) = SCRIPTS
+        let (status, value, holds): (i64, i64, i64) = SCRIPTS
             .reserve
             .key(&k.stock)
             .key(&k.holds)
@@ -138,7 +138,10 @@ impl ReservationStore for RedisStore {
         let reserved = match status {
             1 => Reserved::Held { remaining: value },
             2 => Reserved::AlreadyHeld,
-            0 => Reserved::SoldOut { available: value },
+            0 => Reserved::SoldOut {
+                available: value,
+                holds: holds.max(0) as u64,
+            },
             -1 => Reserved::NotLoaded,
             -2 => Reserved::LimitExceeded { already: value },
             other => {
@@ -157,22 +160,40 @@ impl ReservationStore for RedisStore {
         Ok(reserved)
     }
 
-    /// Runs `lua/load.lua` (KEYS stock, holds, meta; ARGV stock, version,
-    /// max_per_buyer).
-    async fn load(&self, item: ItemId, seed: CounterSeed) -> Result<i64, StoreError> {
+    /// Runs `lua/load.lua` (KEYS stock, holds, meta, deadlines; ARGV stock,
+    /// version, max_per_buyer, committed tokens...).
+    async fn load(
+        &self,
+        item: ItemId,
+        seed: CounterSeed,
+        committed: &[HoldToken],
+    ) -> Result<i64, StoreError> {
         let k = self.keys(item);
-        let (_loaded, counter): (i64, i64) = SCRIPTS
-            .load
-            .key(&k.stock)
+        let mut invocation = SCRIPTS.load.key(&k.stock);
+        invocation
             .key(&k.holds)
             .key(&k.meta)
+            .key(&k.deadlines)
             .arg(seed.stock)
             .arg(seed.version)
-            .arg(seed.max_per_buyer.unwrap_or(0))
+            .arg(seed.max_per_buyer.unwrap_or(0));
+        for token in committed {
+            invocation.arg(token.as_str());
+        }
+        let (_loaded, counter): (i64, i64) = invocation
             .invoke_async(&mut self.conn())
             .await
             .map_err(store_error)?;
         Ok(counter)
+    }
+
+    async fn hold_tokens(&self, item: ItemId) -> Result<Vec<HoldToken>, StoreError> {
+        let tokens: Vec<String> = self
+            .conn()
+            .hkeys(self.keys(item).holds)
+            .await
+            .map_err(store_error)?;
+        Ok(tokens.into_iter().map(HoldToken::from_stored).collect())
     }
 
     /// Runs `lua/confirm.lua` (KEYS stock, holds, deadlines, buyers, meta,

@@ -6,7 +6,9 @@ use crate::harness::{ALL_BACKENDS, Backend, Setup, spawn_app};
 use app::domain::{BuyerId, IdempotencyKey, Quantity};
 use app::model::OrderRequest;
 use futures_util::future::join_all;
-use server::orders::ledger::{Backoff, Ledger, Written};
+use server::orders::ledger::versioned::{Backoff, Ledger};
+use server::orders::ledger::{LedgerOrder, LedgerRefusal, LedgerWrite, Written};
+use server::orders::strategy::Strategy;
 use std::time::Duration;
 
 async fn two_hundred_buyers_race_for_fifty_units(backend: Backend) {
@@ -78,7 +80,13 @@ async fn the_same_buyer_and_key_never_produce_two_orders_even_when_racing() {
             item_id: item.id,
             qty: Quantity::new(2).expect("qty"),
         };
-        let results = join_all((0..20).map(|_| ledger.write(&buyer, &key, request, "db"))).await;
+        let order = LedgerOrder {
+            buyer,
+            key,
+            request,
+            strategy: Strategy::LedgerOnly,
+        };
+        let results = join_all((0..20).map(|_| ledger.write(order.clone()))).await;
         let mut created = Vec::new();
         let mut already = Vec::new();
         for result in results {
@@ -136,20 +144,15 @@ async fn concurrent_requests_with_one_key_give_one_order_through_the_api() {
     }
 }
 
-fn batched(
-    buyer: &str,
-    key: &str,
-    item: app::domain::ItemId,
-    qty: i64,
-) -> server::orders::ledger::BatchedOrder {
-    server::orders::ledger::BatchedOrder {
+fn batched(buyer: &str, key: &str, item: app::domain::ItemId, qty: i64) -> LedgerOrder {
+    LedgerOrder {
         buyer: BuyerId::parse(buyer).expect("buyer"),
         key: IdempotencyKey::parse(key).expect("key"),
         request: OrderRequest {
             item_id: item,
             qty: Quantity::new(qty).expect("qty"),
         },
-        strategy: "db",
+        strategy: Strategy::LedgerOnly,
     }
 }
 
@@ -190,10 +193,7 @@ async fn a_batch_admits_in_order_while_stock_lasts_on_every_database() {
             "{backend:?}: 2 + 2, then 2 does not fit, 1 does"
         );
         assert!(
-            matches!(
-                results[2],
-                Err(server::orders::ledger::LedgerRefusal::SoldOut { available: 1 })
-            ),
+            matches!(results[2], Err(LedgerRefusal::SoldOut { available: 1 })),
             "{backend:?}: {:?}",
             results[2]
         );

@@ -59,15 +59,16 @@ async fn metrics_count_exactly_what_a_scripted_session_did() {
     );
     assert_eq!(
         a("oversell_reservation_outcomes_total", "result=\"sold_out\""),
-        0.0,
-        "the last unit's hold told the memo the item sold out"
+        1.0,
+        "the first sold-out attempt asks the store, which has no unit and no hold left"
     );
     assert_eq!(
         a(
             "oversell_reservation_outcomes_total",
             "result=\"sold_out_memo\""
         ),
-        2.0
+        1.0,
+        "from then on the memo answers"
     );
     assert_eq!(a("oversell_db_update_attempts_total", "result=\"ok\""), 2.0);
     assert_eq!(

@@ -57,16 +57,19 @@ async fn a_missing_counter_is_reported_never_guessed(store: &dyn ReservationStor
         Some(0),
         "nothing was held"
     );
-    store.load(item(1), seed(0)).await.expect("load");
+    store.load(item(1), seed(0), &[]).await.expect("load");
     assert_eq!(
         store.reserve(item(1), &h).await.ok(),
-        Some(Reserved::SoldOut { available: 0 }),
+        Some(Reserved::SoldOut {
+            available: 0,
+            holds: 0
+        }),
         "a loaded zero is sold out"
     );
 }
 
 async fn reserve_takes_units_and_confirm_keeps_them_taken(store: &dyn ReservationStore) {
-    store.load(item(2), seed(5)).await.expect("load");
+    store.load(item(2), seed(5), &[]).await.expect("load");
     let h = hold(1, "k", 2);
     assert_eq!(
         store.reserve(item(2), &h).await.ok(),
@@ -99,10 +102,13 @@ async fn reserve_takes_units_and_confirm_keeps_them_taken(store: &dyn Reservatio
 }
 
 async fn asking_for_more_than_is_left_is_sold_out(store: &dyn ReservationStore) {
-    store.load(item(3), seed(2)).await.expect("load");
+    store.load(item(3), seed(2), &[]).await.expect("load");
     assert_eq!(
         store.reserve(item(3), &hold(1, "a", 3)).await.ok(),
-        Some(Reserved::SoldOut { available: 2 })
+        Some(Reserved::SoldOut {
+            available: 2,
+            holds: 0
+        })
     );
     assert_eq!(
         store.reserve(item(3), &hold(1, "b", 2)).await.ok(),
@@ -110,13 +116,17 @@ async fn asking_for_more_than_is_left_is_sold_out(store: &dyn ReservationStore) 
     );
     assert_eq!(
         store.reserve(item(3), &hold(2, "c", 1)).await.ok(),
-        Some(Reserved::SoldOut { available: 0 })
+        Some(Reserved::SoldOut {
+            available: 0,
+            holds: 1
+        }),
+        "sold out, with a hold that may still give units back"
     );
     assert_eq!(store.counter(item(3)).await.ok(), Some(Some(0)));
 }
 
 async fn a_retry_with_the_same_token_takes_nothing_more(store: &dyn ReservationStore) {
-    store.load(item(4), seed(5)).await.expect("load");
+    store.load(item(4), seed(5), &[]).await.expect("load");
     let h = hold(1, "same", 2);
     assert_eq!(
         store.reserve(item(4), &h).await.ok(),
@@ -131,7 +141,7 @@ async fn a_retry_with_the_same_token_takes_nothing_more(store: &dyn ReservationS
 }
 
 async fn release_gives_back_once_however_often_it_is_called(store: &dyn ReservationStore) {
-    store.load(item(5), seed(3)).await.expect("load");
+    store.load(item(5), seed(3), &[]).await.expect("load");
     let h = hold(1, "k", 2);
     store.reserve(item(5), &h).await.expect("reserve");
     assert_eq!(store.release(item(5), &h.token).await.ok(), Some(true));
@@ -152,7 +162,7 @@ async fn release_gives_back_once_however_often_it_is_called(store: &dyn Reservat
 }
 
 async fn an_expired_hold_is_given_back_exactly_once(store: &dyn ReservationStore) {
-    store.load(item(6), seed(4)).await.expect("load");
+    store.load(item(6), seed(4), &[]).await.expect("load");
     let h = hold(1, "k", 3);
     store.reserve(item(6), &h).await.expect("reserve");
     assert_eq!(
@@ -194,7 +204,7 @@ async fn an_expired_hold_is_given_back_exactly_once(store: &dyn ReservationStore
 async fn confirming_after_the_hold_was_reaped_leaves_no_phantom_stock(
     store: &dyn ReservationStore,
 ) {
-    store.load(item(7), seed(1)).await.expect("load");
+    store.load(item(7), seed(1), &[]).await.expect("load");
     let late = hold(1, "late", 1);
     store.reserve(item(7), &late).await.expect("reserve");
     store.reap(item(7), NOW + TTL).await.expect("reap");
@@ -223,7 +233,7 @@ async fn confirming_after_the_hold_was_reaped_leaves_no_phantom_stock(
 
     // A reaped hold whose order failed: release forgets it, so a stray
     // confirm afterwards cannot take the unit a second time.
-    store.load(item(8), seed(1)).await.expect("load");
+    store.load(item(8), seed(1), &[]).await.expect("load");
     let failed = hold(2, "failed", 1);
     store.reserve(item(8), &failed).await.expect("reserve");
     store.reap(item(8), NOW + TTL).await.expect("reap");
@@ -244,7 +254,7 @@ async fn the_per_buyer_limit_counts_holds_and_confirmed_units(store: &dyn Reserv
         version: 1,
         max_per_buyer: Some(2),
     };
-    store.load(item(9), limited).await.expect("load");
+    store.load(item(9), limited, &[]).await.expect("load");
     let first = hold(1, "first", 2);
     assert!(matches!(
         store.reserve(item(9), &first).await,
@@ -283,9 +293,9 @@ async fn the_per_buyer_limit_counts_holds_and_confirmed_units(store: &dyn Reserv
 }
 
 async fn loading_sets_only_an_absent_counter_minus_surviving_holds(store: &dyn ReservationStore) {
-    assert_eq!(store.load(item(10), seed(5)).await.ok(), Some(5));
+    assert_eq!(store.load(item(10), seed(5), &[]).await.ok(), Some(5));
     assert_eq!(
-        store.load(item(10), seed(9)).await.ok(),
+        store.load(item(10), seed(9), &[]).await.ok(),
         Some(5),
         "a present counter is kept"
     );
@@ -299,10 +309,35 @@ async fn loading_sets_only_an_absent_counter_minus_surviving_holds(store: &dyn R
         Some(Reserved::NotLoaded)
     );
     assert_eq!(
-        store.load(item(10), seed(5)).await.ok(),
+        store.load(item(10), seed(5), &[]).await.ok(),
         Some(3),
         "the surviving hold's units are not in the database's count yet"
     );
+}
+
+async fn a_load_ends_holds_whose_orders_committed(store: &dyn ReservationStore) {
+    store.load(item(17), seed(5), &[]).await.expect("load");
+    let committed = hold(1, "committed", 2);
+    let pending = hold(2, "pending", 1);
+    store.reserve(item(17), &committed).await.expect("reserve");
+    store.reserve(item(17), &pending).await.expect("reserve");
+    let mut tokens = store.hold_tokens(item(17)).await.expect("tokens");
+    tokens.sort();
+    let mut expected = vec![committed.token.clone(), pending.token.clone()];
+    expected.sort();
+    assert_eq!(tokens, expected, "the live holds' tokens");
+    // The first hold's order committed (the database says 3 left), its
+    // confirm was lost, and so was the counter.
+    store.forget_counter(item(17)).await.expect("forget");
+    assert_eq!(
+        store
+            .load(item(17), seed(3), std::slice::from_ref(&committed.token))
+            .await
+            .ok(),
+        Some(2),
+        "3 in the database minus the pending hold; the committed one is not taken twice"
+    );
+    assert_eq!(store.live_holds(item(17)).await.ok(), Some(1), "it ended");
 }
 
 async fn a_restock_applies_once_to_counters_loaded_before_it(store: &dyn ReservationStore) {
@@ -319,6 +354,7 @@ async fn a_restock_applies_once_to_counters_loaded_before_it(store: &dyn Reserva
                 version: 3,
                 max_per_buyer: None,
             },
+            &[],
         )
         .await
         .expect("load");
@@ -333,8 +369,8 @@ async fn a_restock_applies_once_to_counters_loaded_before_it(store: &dyn Reserva
 }
 
 async fn the_reaper_worklist_holds_exactly_the_items_with_holds(store: &dyn ReservationStore) {
-    store.load(item(12), seed(5)).await.expect("load");
-    store.load(item(13), seed(5)).await.expect("load");
+    store.load(item(12), seed(5), &[]).await.expect("load");
+    store.load(item(13), seed(5), &[]).await.expect("load");
     let a = hold(1, "a", 1);
     let b = hold(1, "b", 1);
     store.reserve(item(12), &a).await.expect("reserve");
@@ -360,7 +396,7 @@ async fn the_reaper_worklist_holds_exactly_the_items_with_holds(store: &dyn Rese
 }
 
 async fn two_reapers_at_once_give_each_hold_back_once(store: &dyn ReservationStore) {
-    store.load(item(14), seed(300)).await.expect("load");
+    store.load(item(14), seed(300), &[]).await.expect("load");
     let holds: Vec<Hold> = (0..250).map(|n| hold(n, &format!("h{n}"), 1)).collect();
     for h in &holds {
         store.reserve(item(14), h).await.expect("reserve");
@@ -381,7 +417,7 @@ async fn two_reapers_at_once_give_each_hold_back_once(store: &dyn ReservationSto
 }
 
 async fn concurrent_reserves_never_take_more_than_the_counter(store: &dyn ReservationStore) {
-    store.load(item(15), seed(50)).await.expect("load");
+    store.load(item(15), seed(50), &[]).await.expect("load");
     let holds: Vec<Hold> = (0..200).map(|n| hold(n, "race", 1)).collect();
     let answers = join_all(holds.iter().map(|h| store.reserve(item(15), h))).await;
     let held = answers
@@ -442,6 +478,7 @@ macro_rules! every_case {
             confirming_after_the_hold_was_reaped_leaves_no_phantom_stock,
             the_per_buyer_limit_counts_holds_and_confirmed_units,
             loading_sets_only_an_absent_counter_minus_surviving_holds,
+            a_load_ends_holds_whose_orders_committed,
             a_restock_applies_once_to_counters_loaded_before_it,
             the_reaper_worklist_holds_exactly_the_items_with_holds,
             two_reapers_at_once_give_each_hold_back_once,
@@ -484,7 +521,7 @@ async fn the_redis_store_reloads_its_scripts_after_they_are_flushed() {
                 store.reserve(item(1), &h).await.ok(),
                 Some(Reserved::NotLoaded)
             );
-            store.load(item(1), seed(5)).await.expect("load");
+            store.load(item(1), seed(5), &[]).await.expect("load");
             redis::cmd("SCRIPT")
                 .arg("FLUSH")
                 .query_async::<()>(&mut admin)
@@ -517,7 +554,7 @@ async fn reconcile_repairs_only_quiet_counters(store: &dyn ReservationStore) {
         store.reconcile(item(16), at(5, 1)).await.ok(),
         Some(Reconciled::NotLoaded)
     );
-    store.load(item(16), at(5, 1)).await.expect("load");
+    store.load(item(16), at(5, 1), &[]).await.expect("load");
     assert_eq!(
         store.reconcile(item(16), at(5, 1)).await.ok(),
         Some(Reconciled::InStep)

@@ -4,7 +4,9 @@
 
 use super::{ADMIN_TOKEN, TestApp};
 use app::model::Item;
+use reqwest::cookie::Jar;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A buyer: an HTTP client with its own cookie jar and session.
@@ -14,6 +16,7 @@ pub struct Buyer {
     /// The id `POST /api/session` answered.
     pub id: String,
     base: String,
+    jar: Arc<Jar>,
 }
 
 /// One answer, as a client sees it.
@@ -60,9 +63,18 @@ pub fn http_client() -> reqwest::Client {
         .expect("client")
 }
 
+fn client_with(jar: &Arc<Jar>, timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .timeout(timeout)
+        .build()
+        .expect("client")
+}
+
 /// A buyer with a session on the server at `base` (any instance).
 pub async fn buyer_on(base: &str) -> Buyer {
-    let client = http_client();
+    let jar = Arc::new(Jar::default());
+    let client = client_with(&jar, Duration::from_secs(60));
     let response = client
         .post(format!("{base}/api/session"))
         .send()
@@ -74,6 +86,7 @@ pub async fn buyer_on(base: &str) -> Buyer {
         client,
         id: session["buyer_id"].as_str().expect("a buyer id").to_owned(),
         base: base.to_owned(),
+        jar,
     }
 }
 
@@ -154,6 +167,19 @@ impl TestApp {
 }
 
 impl Buyer {
+    /// The same buyer (the same cookies) talking to another instance.
+    pub fn on(&self, base: &str) -> Buyer {
+        Buyer {
+            base: base.to_owned(),
+            ..self.clone()
+        }
+    }
+
+    /// A client with this buyer's cookies that gives up after `timeout`.
+    pub fn impatient(&self, timeout: Duration) -> reqwest::Client {
+        client_with(&self.jar, timeout)
+    }
+
     pub async fn order(&self, item: app::domain::ItemId, qty: i64, key: &str) -> Answer {
         answer(
             self.client

@@ -10,12 +10,14 @@
 //! test's app is dropped.
 
 mod client;
+mod commit_cutter;
 mod databases;
 mod redis;
 
 pub use client::{
     Answer, Buyer, answer, buyer_on, http_client, metric, metrics_text, scrape_metrics,
 };
+pub use commit_cutter::CommitCutter;
 pub use databases::{ALL_BACKENDS, Backend, TestDb};
 pub use redis::{PrivateRedis, RedisCluster, TestRedis};
 
@@ -52,6 +54,9 @@ pub struct Setup {
     pub cluster_nodes: Option<Vec<String>>,
     pub strategy: Strategy,
     pub tweak: fn(&mut Config),
+    /// Put a [`CommitCutter`] between the server and its database
+    /// (PostgreSQL or MariaDB).
+    pub cut_commits: bool,
 }
 
 impl Setup {
@@ -63,6 +68,7 @@ impl Setup {
             cluster_nodes: None,
             strategy: Strategy::LedgerOnly,
             tweak: |_| {},
+            cut_commits: false,
         }
     }
 
@@ -74,6 +80,7 @@ impl Setup {
             cluster_nodes: None,
             strategy: Strategy::ReserveFirst,
             tweak: |_| {},
+            cut_commits: false,
         }
     }
 
@@ -85,6 +92,7 @@ impl Setup {
             cluster_nodes: None,
             strategy: Strategy::ReserveFirst,
             tweak: |_| {},
+            cut_commits: false,
         }
     }
 }
@@ -95,6 +103,8 @@ pub struct TestApp {
     // Fields drop in order: the server stops before its Redis keys and
     // database go.
     _instance: Option<Instance>,
+    /// Between the server and its database, when the setup asked for it.
+    pub commit_cutter: Option<CommitCutter>,
     pub redis: Option<TestRedis>,
     pub db: TestDb,
 }
@@ -184,8 +194,20 @@ pub async fn spawn_app(setup: Setup) -> TestApp {
         }
         redis
     });
+    let commit_cutter = match setup.cut_commits {
+        true => Some(CommitCutter::start(host_and_port(&db.url)).await),
+        false => None,
+    };
+    let database_url = match &commit_cutter {
+        Some(cutter) => db.url.replacen(
+            &host_and_port(&db.url),
+            &format!("127.0.0.1:{}", cutter.port),
+            1,
+        ),
+        None => db.url.clone(),
+    };
     let mut config = test_config(
-        &db.url,
+        &database_url,
         redis.as_ref().map(|r| (r.url.as_str(), r.prefix.as_str())),
         setup.strategy,
     );
@@ -199,9 +221,16 @@ pub async fn spawn_app(setup: Setup) -> TestApp {
         base: instance.base.clone(),
         state: instance.state.clone(),
         _instance: Some(instance),
+        commit_cutter,
         redis,
         db,
     }
+}
+
+/// The `host:port` of a `scheme://user@host:port/name` URL.
+fn host_and_port(url: &str) -> String {
+    let after_at = url.rsplit_once('@').map_or(url, |(_, rest)| rest);
+    after_at.split('/').next().unwrap_or_default().to_owned()
 }
 
 /// Another server instance beside `app`, sharing its database and Redis.

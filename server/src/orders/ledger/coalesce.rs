@@ -1,4 +1,4 @@
-//! Stage 3, under load: per-item write coalescing in front of the ledger.
+//! Per-item write coalescing in front of the ledger.
 //!
 //! Orders for one item queue up; one worker per item takes whatever is
 //! waiting (up to the batch limit) and hands it to
@@ -11,9 +11,9 @@
 //! Workers stop when their item has been idle for a while; memory follows
 //! the items being ordered, not the catalog.
 
-use super::ledger::{BatchedOrder, Ledger, LedgerRefusal, Written};
-use app::domain::{BuyerId, IdempotencyKey, ItemId};
-use app::model::OrderRequest;
+use super::versioned::Ledger;
+use super::{LedgerOrder, LedgerRefusal, LedgerWrite, Written};
+use app::domain::ItemId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 const IDLE: Duration = Duration::from_secs(2);
 
 type Reply = oneshot::Sender<Result<Written, LedgerRefusal>>;
-type Queue = mpsc::UnboundedSender<(BatchedOrder, Reply)>;
+type Queue = mpsc::UnboundedSender<(LedgerOrder, Reply)>;
 
 pub struct Coalescer {
     ledger: Arc<Ledger>,
@@ -38,42 +38,6 @@ impl Coalescer {
             max_batch: max_batch.max(1),
             queues: Arc::default(),
         }
-    }
-
-    /// Writes one order through its item's batch.
-    ///
-    /// # Errors
-    /// As [`Ledger::write`].
-    pub async fn write(
-        &self,
-        buyer: &BuyerId,
-        key: &IdempotencyKey,
-        request: OrderRequest,
-        strategy: &'static str,
-    ) -> Result<Written, LedgerRefusal> {
-        let mut order = BatchedOrder {
-            buyer: buyer.clone(),
-            key: key.clone(),
-            request,
-            strategy,
-        };
-        // Twice at most: a worker may stop just as this order arrives.
-        for _ in 0..2 {
-            let (reply, answer) = oneshot::channel();
-            let queue = self.queue(request.item_id);
-            match queue.send((order, reply)) {
-                Ok(()) => {
-                    return answer
-                        .await
-                        .unwrap_or(Err(LedgerRefusal::Conflict { attempts: 0 }));
-                }
-                Err(mpsc::error::SendError((returned, _))) => {
-                    order = returned;
-                    self.forget(request.item_id, &queue);
-                }
-            }
-        }
-        self.ledger.write(buyer, key, request, strategy).await
     }
 
     fn queue(&self, item: ItemId) -> Queue {
@@ -107,9 +71,37 @@ impl Coalescer {
     }
 }
 
+#[async_trait::async_trait]
+impl LedgerWrite for Coalescer {
+    /// Writes one order through its item's batch.
+    async fn write(&self, order: LedgerOrder) -> Result<Written, LedgerRefusal> {
+        let item = order.request.item_id;
+        let mut order = order;
+        // Twice at most: a worker may stop just as this order arrives.
+        for _ in 0..2 {
+            let (reply, answer) = oneshot::channel();
+            let queue = self.queue(item);
+            match queue.send((order, reply)) {
+                Ok(()) => {
+                    // A worker that stopped without answering may have
+                    // committed: the outcome is in doubt, not a failure.
+                    return answer.await.unwrap_or(Err(LedgerRefusal::InDoubt(
+                        sqlx::Error::Protocol("the item's batch worker stopped".into()),
+                    )));
+                }
+                Err(mpsc::error::SendError((returned, _))) => {
+                    order = returned;
+                    self.forget(item, &queue);
+                }
+            }
+        }
+        self.ledger.write(order).await
+    }
+}
+
 async fn worker(
     item: ItemId,
-    mut rx: mpsc::UnboundedReceiver<(BatchedOrder, Reply)>,
+    mut rx: mpsc::UnboundedReceiver<(LedgerOrder, Reply)>,
     ledger: Arc<Ledger>,
     max_batch: usize,
     queues: Arc<Mutex<HashMap<ItemId, Queue>>>,
@@ -152,11 +144,14 @@ async fn worker(
     }
 }
 
-async fn serve(ledger: &Ledger, batch: Vec<(BatchedOrder, Reply)>) {
-    let (orders, replies): (Vec<BatchedOrder>, Vec<Reply>) = batch.into_iter().unzip();
+async fn serve(ledger: &Ledger, batch: Vec<(LedgerOrder, Reply)>) {
+    let (orders, replies): (Vec<LedgerOrder>, Vec<Reply>) = batch.into_iter().unzip();
     let results = if orders.len() == 1 {
-        let o = &orders[0];
-        vec![ledger.write(&o.buyer, &o.key, o.request, o.strategy).await]
+        let mut orders = orders;
+        match orders.pop() {
+            Some(order) => vec![ledger.write(order).await],
+            None => Vec::new(),
+        }
     } else {
         ledger.write_batch(&orders).await
     };

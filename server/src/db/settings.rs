@@ -1,0 +1,40 @@
+//! Settings that every instance sharing the database must agree on, kept in
+//! the database itself (`server_settings`).
+
+use super::{Database, Dialect};
+use rand::Rng;
+use std::fmt::Write as _;
+
+/// The secret that signs buyer cookies when `COOKIE_SECRET` is not set.
+pub const COOKIE_SECRET: &str = "cookie_secret";
+
+/// The secret kept under `name`: the first instance to ask generates it
+/// (32 random bytes, hex), every later one reads the same.
+///
+/// # Errors
+/// Database failures.
+pub async fn shared_secret(db: &Database, name: &str) -> Result<String, sqlx::Error> {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill(&mut bytes);
+    let mut candidate = String::with_capacity(64);
+    for byte in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(candidate, "{byte:02x}");
+    }
+    let insert = match db.dialect() {
+        Dialect::Sqlite => "INSERT OR IGNORE INTO server_settings (name, value) VALUES (?, ?)",
+        Dialect::MySql => "INSERT IGNORE INTO server_settings (name, value) VALUES (?, ?)",
+        Dialect::Postgres => {
+            "INSERT INTO server_settings (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING"
+        }
+    };
+    sqlx::query(&db.sql(insert))
+        .bind(name)
+        .bind(candidate)
+        .execute(db.pool())
+        .await?;
+    sqlx::query_scalar(&db.sql("SELECT value FROM server_settings WHERE name = ?"))
+        .bind(name)
+        .fetch_one(db.pool())
+        .await
+}

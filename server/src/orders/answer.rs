@@ -1,0 +1,208 @@
+//! Stage 5: the answer, stored for replays before it is given.
+//!
+//! An order is answered 201 and stored under its key (a failing store does
+//! not matter: the orders table answers its replays). A definite refusal
+//! first passes the gate ([`super::refusal`]): an order the database holds
+//! for the key wins over it. The refusal is then stored where it must be
+//! kept; one that cannot be stored is not answered (the buyer hears "try
+//! again"), so no replay can later hear something else. A retryable
+//! failure drops the claim, so the same key can run again; an attempt that
+//! cannot tell whether it ordered keeps its claim without a lease, so the
+//! next attempt with the key asks the orders table before anything else.
+
+use super::idempotency::ClaimedKey;
+use super::refusal::{Gate, Keeping, Refusal, Truth};
+use super::{Attempt, Outcome, Route};
+use crate::metrics::{self as m, Metrics};
+use crate::records::{Finished, Records, RecordsAt, StoredResponse};
+use app::checkout::Placement;
+use app::model::Receipt;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::Instrument;
+
+pub struct AnswerStage {
+    records: Records,
+    gate: Arc<Gate>,
+    metrics: Arc<Metrics>,
+}
+
+impl AnswerStage {
+    pub fn new(records: Records, gate: Arc<Gate>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            records,
+            gate,
+            metrics,
+        }
+    }
+
+    pub async fn run(
+        &self,
+        attempt: &Attempt,
+        route: &Route,
+        claim: ClaimedKey,
+        outcome: Outcome,
+    ) -> Placement {
+        let started = Instant::now();
+        let placement = self
+            .answer(attempt, claim, outcome)
+            .instrument(tracing::info_span!("answer"))
+            .await;
+        self.metrics
+            .histogram(
+                m::STAGE_SECONDS,
+                &[("stage", "answer"), ("strategy", route.strategy.label())],
+            )
+            .record(started.elapsed());
+        placement
+    }
+
+    async fn answer(&self, attempt: &Attempt, claim: ClaimedKey, outcome: Outcome) -> Placement {
+        let same_payload = |receipt: &Receipt| {
+            receipt.item_id == attempt.request.item_id && receipt.qty == attempt.request.qty
+        };
+        match outcome {
+            Outcome::Ordered(receipt) => self.order(&claim, receipt, false).await,
+            Outcome::AlreadyOrdered(receipt) if same_payload(&receipt) => {
+                self.order(&claim, receipt, true).await
+            }
+            Outcome::AlreadyOrdered(_) => self.drop_claim(&claim, Refusal::KeyReused).await,
+            Outcome::Refused(Refusal::OutcomeUnknown) => self.step_aside(&claim).await,
+            Outcome::Refused(refusal) if refusal.keeping() == Keeping::Never => {
+                self.drop_claim(&claim, refusal).await
+            }
+            Outcome::Refused(refusal) => {
+                let truth = self
+                    .gate
+                    .truth(
+                        &attempt.buyer,
+                        &attempt.key,
+                        &attempt.request,
+                        claim.proof,
+                        claim.records,
+                    )
+                    .await;
+                match truth {
+                    Ok(Truth::Nothing) => self.refuse(&claim, refusal).await,
+                    Ok(Truth::Order(order)) => self.order(&claim, order, true).await,
+                    Ok(Truth::Stored(stored)) => {
+                        self.finish(&claim, &stored).await;
+                        stored.replay()
+                    }
+                    Ok(Truth::OtherPayload) => self.drop_claim(&claim, Refusal::KeyReused).await,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the gate cannot read the orders table; not answering the refusal");
+                        self.drop_claim(&claim, Refusal::Unavailable).await
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers an order, stored for replays when the store answers.
+    async fn order(&self, claim: &ClaimedKey, receipt: Receipt, replayed: bool) -> Placement {
+        let result = Ok(receipt);
+        match StoredResponse::of(&result) {
+            Some(Ok(stored)) => {
+                self.finish(claim, &stored).await;
+            }
+            Some(Err(e)) => tracing::error!(error = %e, "a receipt does not serialize"),
+            None => {}
+        }
+        Placement { result, replayed }
+    }
+
+    /// Stores a definite refusal where it must be kept, then answers it; a
+    /// refusal that cannot be kept is not answered.
+    async fn refuse(&self, claim: &ClaimedKey, refusal: Refusal) -> Placement {
+        let error = refusal.error();
+        let stored = match StoredResponse::of(&Err(error.clone())) {
+            Some(Ok(stored)) => stored,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "a refusal does not serialize");
+                return self.drop_claim(claim, Refusal::Unavailable).await;
+            }
+            None => return self.drop_claim(claim, refusal).await,
+        };
+        let durably = refusal.keeping() == Keeping::Durably && claim.records == RecordsAt::Redis;
+        let mut kept = false;
+        if durably {
+            match self
+                .records
+                .sql
+                .keep_durably(&claim.scope, &claim.hash, &stored, crate::db::now_ms())
+                .await
+            {
+                Ok(()) => kept = true,
+                Err(e) => {
+                    tracing::error!(error = %e, "keeping a refusal in the database failed; not answering it");
+                    return self.drop_claim(claim, Refusal::Unavailable).await;
+                }
+            }
+        }
+        if self.finish(claim, &stored).await {
+            kept = true;
+        }
+        if !kept {
+            return self.drop_claim(claim, Refusal::Unavailable).await;
+        }
+        Placement {
+            result: Err(error),
+            replayed: false,
+        }
+    }
+
+    /// Stores a response under the claim; true when stored.
+    async fn finish(&self, claim: &ClaimedKey, stored: &StoredResponse) -> bool {
+        let store = self.records.at(claim.records);
+        match store
+            .finish(
+                &claim.scope,
+                &claim.hash,
+                &claim.owner,
+                stored,
+                crate::db::now_ms(),
+            )
+            .await
+        {
+            Ok(Finished::Stored) => true,
+            Ok(Finished::NotOwner) => {
+                tracing::warn!("the claim was taken over or lost before its answer was stored");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "storing the idempotent response failed");
+                false
+            }
+        }
+    }
+
+    /// Keeps the claim for an attempt that may have ordered, without its
+    /// lease: the next attempt takes it over at once and asks the orders
+    /// table first.
+    async fn step_aside(&self, claim: &ClaimedKey) -> Placement {
+        let store = self.records.at(claim.records);
+        if let Err(e) = store
+            .step_aside(&claim.scope, &claim.hash, &claim.owner)
+            .await
+        {
+            tracing::warn!(error = %e, "stepping aside failed; the claim is taken over when its lease runs out");
+        }
+        Placement {
+            result: Err(Refusal::OutcomeUnknown.error()),
+            replayed: false,
+        }
+    }
+
+    /// Drops the claim (the key may run again) and answers `refusal`.
+    async fn drop_claim(&self, claim: &ClaimedKey, refusal: Refusal) -> Placement {
+        let store = self.records.at(claim.records);
+        if let Err(e) = store.abandon(&claim.scope, &claim.hash, &claim.owner).await {
+            tracing::warn!(error = %e, "dropping the idempotency claim failed; it expires with its lease");
+        }
+        Placement {
+            result: Err(refusal.error()),
+            replayed: false,
+        }
+    }
+}

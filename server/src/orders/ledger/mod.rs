@@ -1,0 +1,133 @@
+//! Stage 3: the ledger, the versioned SQL update that makes an order true.
+//!
+//! [`versioned::Ledger`] runs the article's update (read `stock, version`;
+//! `UPDATE ... WHERE id = ? AND version = ? AND stock >= ?`; insert the
+//! order; commit; back off and retry on a conflict), one order at a time or
+//! a batch of one item's orders in one transaction. Under load,
+//! [`coalesce::Coalescer`] gathers each item's orders into such batches.
+//! Both write through [`LedgerWrite`], so the stage does not care which.
+//!
+//! A commit whose acknowledgement is lost (the connection dropped after the
+//! COMMIT left) is never run again blindly: the ledger waits for the item's
+//! row lock (held until that transaction ends) and reads the orders table.
+//! An order found there is this attempt's order; none means nothing was
+//! written. When even that read fails, the outcome is *in doubt*: the buyer
+//! hears "try again" and the hold stays until the orders table can be read.
+//!
+//! An order about to commit around Redis (the breaker is open, or the
+//! attempt asked for strategy B) first takes the records generation's
+//! bypass lease, so no instance keeps vouching for Redis records that miss
+//! it (see [`crate::records::generation`]).
+
+pub mod coalesce;
+pub mod versioned;
+
+use super::strategy::Strategy;
+use super::{Attempt, Route};
+use crate::metrics::{self as m, Metrics};
+use crate::records::generation::RecordsGeneration;
+use app::domain::{BuyerId, IdempotencyKey};
+use app::model::{OrderRequest, Receipt};
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::Instrument;
+
+/// One order as the ledger writes it.
+#[derive(Debug, Clone)]
+pub struct LedgerOrder {
+    pub buyer: BuyerId,
+    pub key: IdempotencyKey,
+    pub request: OrderRequest,
+    /// For the metrics label.
+    pub strategy: Strategy,
+}
+
+/// A committed order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    Created(Receipt),
+    /// The (buyer, key) already had this order: nothing new was written.
+    AlreadyOrdered(Receipt),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerRefusal {
+    #[error("sold out ({available} left)")]
+    SoldOut { available: i64 },
+    #[error("over the per-buyer limit")]
+    LimitExceeded { limit: i64, already: i64 },
+    #[error("unknown item")]
+    UnknownItem,
+    #[error("version conflicts on every attempt")]
+    Conflict { attempts: u32 },
+    /// Nothing was written.
+    #[error("database failure: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A commit may have happened, and the orders table could not be read
+    /// to find out.
+    #[error("commit in doubt: {0}")]
+    InDoubt(sqlx::Error),
+}
+
+/// Writes orders: the ledger itself, or the coalescer in front of it.
+#[async_trait::async_trait]
+pub trait LedgerWrite: Send + Sync + 'static {
+    /// Writes one order, retrying version conflicts.
+    ///
+    /// # Errors
+    /// Sold out, over the limit, unknown item, conflicts on every attempt, a
+    /// database failure (nothing written) or a commit in doubt.
+    async fn write(&self, order: LedgerOrder) -> Result<Written, LedgerRefusal>;
+}
+
+pub struct LedgerStage {
+    writer: Arc<dyn LedgerWrite>,
+    generation: Option<Arc<RecordsGeneration>>,
+    metrics: Arc<Metrics>,
+}
+
+impl LedgerStage {
+    /// `generation` is present when Redis keeps records beside the
+    /// database's: orders around Redis then take its bypass lease.
+    pub fn new(
+        writer: Arc<dyn LedgerWrite>,
+        generation: Option<Arc<RecordsGeneration>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            writer,
+            generation,
+            metrics,
+        }
+    }
+
+    /// # Errors
+    /// As [`LedgerWrite::write`].
+    pub async fn run(&self, attempt: &Attempt, route: &Route) -> Result<Written, LedgerRefusal> {
+        let started = Instant::now();
+        let written = async {
+            if route.around_redis()
+                && let Some(generation) = &self.generation
+            {
+                generation.lease_for_bypass().await?;
+            }
+            self.writer
+                .write(LedgerOrder {
+                    buyer: attempt.buyer.clone(),
+                    key: attempt.key.clone(),
+                    request: attempt.request,
+                    strategy: route.strategy,
+                })
+                .await
+        }
+        .instrument(tracing::info_span!("ledger"))
+        .await;
+        self.metrics
+            .histogram(
+                m::STAGE_SECONDS,
+                &[("stage", "ledger"), ("strategy", route.strategy.label())],
+            )
+            .record(started.elapsed());
+        written
+    }
+}

@@ -1,0 +1,404 @@
+//! Idempotency records in Redis: one hash per (buyer, key), claimed,
+//! finished and dropped by Lua scripts (`lua/idempotency_*.lua`) so each
+//! step is atomic, plus one marker per buyer that says which generation of
+//! records is complete for that buyer (see [`super::generation`]). Records
+//! and the marker share the buyer's hash tag, so every script runs in one
+//! cluster slot.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `p idem:{buyer}:key` | hash | `hash`, `state` (`running`/`done`), `status`, `body`, `owner`, `lease_until` |
+//! | `p idem:{buyer}` | string | the generation whose records hold every durable answer of the buyer |
+//!
+//! Claims that carry their answer (an item known to be sold out) are sent in
+//! batches on a single Redis: whatever waits while one batch runs goes in the
+//! next, so a frenzy on a sold-out item costs one script per batch. Keys
+//! that are not proven new leave the batch and are claimed alone.
+
+use super::generation::{Generation, RecordsGeneration};
+use super::{
+    CLAIM_LEASE, Claimed, DurableAnswer, Finished, KeyScope, LeaseOwner, Proof, Record,
+    RecordError, RecordStore, RequestHash, StoredResponse,
+};
+use crate::redis_conn::RedisConn;
+use app::domain::BuyerId;
+use redis::{AsyncCommands, Script};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+static CLAIM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../../lua/idempotency_claim.lua")));
+static FINISH: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../../lua/idempotency_finish.lua")));
+static ABANDON: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../../lua/idempotency_abandon.lua")));
+static STEP_ASIDE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../../lua/idempotency_step_aside.lua")));
+static ANSWER_BATCH: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../../lua/idempotency_answer_batch.lua")));
+static LOAD_BUYER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../../lua/idempotency_load_buyer.lua")));
+
+/// Most keys one batch script touches (bounds the time Redis spends in it).
+const ANSWER_BATCH_MAX: usize = 64;
+
+/// A marker lives this much less than the records it vouches for (or a
+/// tenth of their time, if that is less), so it never outlives one of them.
+const MARKER_MARGIN: Duration = Duration::from_secs(60);
+
+/// One claim waiting for a batch: its keys, payload hash, answer and
+/// generation, and where to tell whether the key was proven new.
+struct PendingAnswer {
+    record: String,
+    marker: String,
+    hash: RequestHash,
+    answer: StoredResponse,
+    generation: Generation,
+    reply: oneshot::Sender<Result<bool, RecordError>>,
+}
+
+pub struct RedisRecords {
+    conn: RedisConn,
+    prefix: String,
+    ttl: Duration,
+    generation: Arc<RecordsGeneration>,
+    /// The batching task's queue, started on first use (single Redis only).
+    answers: OnceLock<mpsc::UnboundedSender<PendingAnswer>>,
+}
+
+impl RedisRecords {
+    pub fn new(
+        conn: RedisConn,
+        prefix: impl Into<String>,
+        ttl: Duration,
+        generation: Arc<RecordsGeneration>,
+    ) -> Self {
+        Self {
+            conn,
+            prefix: prefix.into(),
+            ttl,
+            generation,
+            answers: OnceLock::new(),
+        }
+    }
+
+    /// `idem:{buyer}:key`: one buyer's records share a slot.
+    fn record_key(&self, scope: &KeyScope) -> String {
+        format!("{}idem:{{{}}}:{}", self.prefix, scope.buyer, scope.key)
+    }
+
+    /// `idem:{buyer}`: the buyer's marker.
+    fn marker_key(&self, buyer: &BuyerId) -> String {
+        format!("{}idem:{{{buyer}}}", self.prefix)
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.ttl.as_millis() as u64
+    }
+
+    fn marker_ttl_ms(&self) -> u64 {
+        let margin = MARKER_MARGIN.min(self.ttl / 10);
+        self.ttl.saturating_sub(margin).as_millis().max(1) as u64
+    }
+
+    /// A buyer who was just minted has no order and no answer anywhere:
+    /// mark their records complete at once, so their first order needs no
+    /// database read. Does nothing when this server cannot vouch for a
+    /// generation.
+    ///
+    /// # Errors
+    /// The store is unreachable.
+    pub async fn mark_new_buyer(&self, buyer: &BuyerId) -> Result<(), RecordError> {
+        let Some(generation) = self.generation.current() else {
+            return Ok(());
+        };
+        let _: Option<String> = redis::cmd("SET")
+            .arg(self.marker_key(buyer))
+            .arg(generation.get())
+            .arg("PX")
+            .arg(self.marker_ttl_ms())
+            .arg("NX")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Writes a buyer's durable answers (read from the database just
+    /// before) and marks the buyer's records complete for `generation`.
+    ///
+    /// # Errors
+    /// The store is unreachable.
+    pub async fn load_buyer(
+        &self,
+        buyer: &BuyerId,
+        generation: Generation,
+        answers: &[DurableAnswer],
+    ) -> Result<(), RecordError> {
+        let mut invocation = LOAD_BUYER.key(self.marker_key(buyer));
+        invocation
+            .arg(generation.get())
+            .arg(self.marker_ttl_ms())
+            .arg(self.ttl_ms());
+        for answer in answers {
+            let scope = KeyScope {
+                buyer: buyer.clone(),
+                key: answer.key.clone(),
+            };
+            invocation
+                .key(self.record_key(&scope))
+                .arg(answer.hash.as_str())
+                .arg(answer.response.status)
+                .arg(answer.response.body.as_str());
+        }
+        let _written: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Stores `answer` under the key if it is proven new, in the next
+    /// batch; `false` when it is not.
+    async fn answer_in_batch(
+        &self,
+        scope: &KeyScope,
+        hash: &RequestHash,
+        answer: &StoredResponse,
+        generation: Generation,
+    ) -> Result<bool, RecordError> {
+        let queue = self.answers.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(answer_batches(rx, self.conn.clone(), self.ttl_ms()));
+            tx
+        });
+        let (reply, answered) = oneshot::channel();
+        let pending = PendingAnswer {
+            record: self.record_key(scope),
+            marker: self.marker_key(&scope.buyer),
+            hash: hash.clone(),
+            answer: answer.clone(),
+            generation,
+            reply,
+        };
+        if queue.send(pending).is_err() {
+            return Err(RecordError("the answer batching task stopped".into()));
+        }
+        answered
+            .await
+            .unwrap_or_else(|_| Err(RecordError("the answer batching task stopped".into())))
+    }
+}
+
+#[async_trait::async_trait]
+impl RecordStore for RedisRecords {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    /// Runs `lua/idempotency_claim.lua` (KEYS record, marker; ARGV hash,
+    /// now, lease, ttl, owner, generation, [status, body]).
+    async fn claim(
+        &self,
+        scope: &KeyScope,
+        hash: &RequestHash,
+        owner: &LeaseOwner,
+        now_ms: i64,
+        answer: Option<&StoredResponse>,
+    ) -> Result<Claimed, RecordError> {
+        let generation = self.generation.current();
+        if let (Some(answer), Some(generation)) = (answer, generation)
+            && !self.conn.is_cluster()
+            && self
+                .answer_in_batch(scope, hash, answer, generation)
+                .await?
+        {
+            return Ok(Claimed::Answered);
+        }
+        let mut invocation = CLAIM.key(self.record_key(scope));
+        invocation
+            .key(self.marker_key(&scope.buyer))
+            .arg(hash.as_str())
+            .arg(now_ms)
+            .arg(CLAIM_LEASE.as_millis() as u64)
+            .arg(self.ttl_ms())
+            .arg(owner.as_str())
+            .arg(generation.map(|g| g.to_string()).unwrap_or_default());
+        if let (Some(answer), Some(_)) = (answer, generation) {
+            invocation.arg(answer.status).arg(answer.body.as_str());
+        }
+        let (state, status, body): (i64, i64, String) =
+            invocation.invoke_async(&mut self.conn.clone()).await?;
+        let proof = if generation.is_some() {
+            Proof::NoOrder
+        } else {
+            Proof::Unproven
+        };
+        let stored = || {
+            StoredResponse::from_fields(Some("done"), Some(status), Some(body.clone()))
+                .filter(|_| status != 0)
+        };
+        Ok(match state {
+            0 => Claimed::Run(Proof::NoOrder),
+            5 | 6 => Claimed::Run(Proof::Unproven),
+            7 => Claimed::LoadBuyer,
+            1 => match stored() {
+                Some(stored) => Claimed::Replay(stored, proof),
+                None => return Err(RecordError("a done record without a response".into())),
+            },
+            2 => Claimed::InProgress,
+            3 => Claimed::KeyReused(stored(), proof),
+            4 => Claimed::Answered,
+            other => return Err(RecordError(format!("idempotency_claim returned {other}"))),
+        })
+    }
+
+    /// Runs `lua/idempotency_finish.lua` (KEYS record; ARGV hash, owner,
+    /// status, body, ttl).
+    async fn finish(
+        &self,
+        scope: &KeyScope,
+        hash: &RequestHash,
+        owner: &LeaseOwner,
+        response: &StoredResponse,
+        _now_ms: i64,
+    ) -> Result<Finished, RecordError> {
+        let stored: i64 = FINISH
+            .key(self.record_key(scope))
+            .arg(hash.as_str())
+            .arg(owner.as_str())
+            .arg(response.status)
+            .arg(response.body.as_str())
+            .arg(self.ttl_ms())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(if stored == 1 {
+            Finished::Stored
+        } else {
+            Finished::NotOwner
+        })
+    }
+
+    /// Runs `lua/idempotency_abandon.lua` (KEYS record; ARGV hash, owner).
+    async fn abandon(
+        &self,
+        scope: &KeyScope,
+        hash: &RequestHash,
+        owner: &LeaseOwner,
+    ) -> Result<(), RecordError> {
+        let _dropped: i64 = ABANDON
+            .key(self.record_key(scope))
+            .arg(hash.as_str())
+            .arg(owner.as_str())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Runs `lua/idempotency_step_aside.lua` (KEYS record; ARGV hash, owner).
+    async fn step_aside(
+        &self,
+        scope: &KeyScope,
+        hash: &RequestHash,
+        owner: &LeaseOwner,
+    ) -> Result<(), RecordError> {
+        let _stepped: i64 = STEP_ASIDE
+            .key(self.record_key(scope))
+            .arg(hash.as_str())
+            .arg(owner.as_str())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn lookup(&self, scope: &KeyScope, now_ms: i64) -> Result<Option<Record>, RecordError> {
+        let mut fields: HashMap<String, String> =
+            self.conn.clone().hgetall(self.record_key(scope)).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let state = fields.get("state").cloned();
+        let status = fields.get("status").and_then(|s| s.parse().ok());
+        let body = fields.remove("body");
+        if let Some(stored) = StoredResponse::from_fields(state.as_deref(), status, body) {
+            return Ok(Some(Record::Done(stored)));
+        }
+        let lease_until: i64 = fields
+            .get("lease_until")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        Ok(Some(if lease_until > now_ms {
+            Record::Running
+        } else {
+            Record::Abandoned
+        }))
+    }
+}
+
+/// The batching task: takes whatever claims wait (up to
+/// [`ANSWER_BATCH_MAX`] with one answer and one generation) and stores them
+/// with one script.
+async fn answer_batches(
+    mut queue: mpsc::UnboundedReceiver<PendingAnswer>,
+    conn: RedisConn,
+    ttl_ms: u64,
+) {
+    let mut next = queue.recv().await;
+    while let Some(first) = next.take() {
+        let mut batch = vec![first];
+        while batch.len() < ANSWER_BATCH_MAX {
+            match queue.try_recv() {
+                Ok(pending)
+                    if pending.answer == batch[0].answer
+                        && pending.generation == batch[0].generation =>
+                {
+                    batch.push(pending)
+                }
+                Ok(other) => {
+                    next = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let mut invocation = ANSWER_BATCH.prepare_invoke();
+        invocation
+            .arg(batch[0].answer.status)
+            .arg(batch[0].answer.body.as_str())
+            .arg(ttl_ms)
+            .arg(batch[0].generation.get());
+        for pending in &batch {
+            invocation
+                .key(pending.record.as_str())
+                .key(pending.marker.as_str())
+                .arg(pending.hash.as_str());
+        }
+        let answered: Result<Vec<i64>, RecordError> = invocation
+            .invoke_async(&mut conn.clone())
+            .await
+            .map_err(RecordError::from);
+        match answered {
+            Ok(flags) if flags.len() == batch.len() => {
+                for (pending, flag) in batch.into_iter().zip(flags) {
+                    let _ = pending.reply.send(Ok(flag == 1));
+                }
+            }
+            Ok(flags) => {
+                let e = format!(
+                    "idempotency_answer_batch answered {} of {} keys",
+                    flags.len(),
+                    batch.len()
+                );
+                for pending in batch {
+                    let _ = pending.reply.send(Err(RecordError(e.clone())));
+                }
+            }
+            Err(e) => {
+                for pending in batch {
+                    let _ = pending.reply.send(Err(RecordError(e.0.clone())));
+                }
+            }
+        }
+        if next.is_none() {
+            next = queue.recv().await;
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! The idempotency records contract, run against every record store: Redis,
+//! and the database's records on SQLite, PostgreSQL and MariaDB. Time is
+//! passed in, so leases run out without sleeping.
+
+use crate::harness::{Backend, TestDb, TestRedis};
+use app::domain::{BuyerId, IdempotencyKey, ItemId, Quantity};
+use app::model::OrderRequest;
+use server::background::BackgroundTask;
+use server::config::RedisTarget;
+use server::db::Database;
+use server::records::generation::RecordsGeneration;
+use server::records::redis::RedisRecords;
+use server::records::sql::SqlRecords;
+use server::records::{
+    CLAIM_LEASE, Claimed, Finished, KeyScope, LeaseOwner, Proof, Record, RecordStore, RequestHash,
+    StoredResponse,
+};
+use server::redis_conn::RedisConn;
+use std::sync::Arc;
+use std::time::Duration;
+
+const TTL: Duration = Duration::from_secs(3_600);
+const NOW: i64 = 1_700_000_000_000;
+
+/// A store under test, with what keeps its servers alive.
+struct Subject {
+    name: &'static str,
+    store: Arc<dyn RecordStore>,
+    redis: Option<Arc<RedisRecords>>,
+    db: Database,
+    _db: TestDb,
+    _redis: Option<(TestRedis, BackgroundTask)>,
+}
+
+async fn database(backend: Backend) -> (TestDb, Database) {
+    let test_db = TestDb::create(backend).await;
+    let db = Database::connect(&test_db.url, 4)
+        .await
+        .expect("connect and migrate");
+    (test_db, db)
+}
+
+async fn subjects() -> Vec<Subject> {
+    let mut subjects = Vec::new();
+    for (name, backend) in [
+        ("sqlite", Backend::Sqlite),
+        ("postgres", Backend::Postgres),
+        ("mariadb", Backend::MySql),
+    ] {
+        let (test_db, db) = database(backend).await;
+        subjects.push(Subject {
+            name,
+            store: Arc::new(SqlRecords::new(db.clone(), TTL, true)),
+            redis: None,
+            db,
+            _db: test_db,
+            _redis: None,
+        });
+    }
+    let (test_db, db) = database(Backend::Postgres).await;
+    let test_redis = TestRedis::new();
+    let conn = RedisConn::connect(
+        &RedisTarget::Single(test_redis.url.clone()),
+        Duration::from_secs(2),
+    )
+    .await
+    .expect("redis url")
+    .expect("a connection");
+    let generation = Arc::new(
+        RecordsGeneration::start(db.clone())
+            .await
+            .expect("generation"),
+    );
+    let refresh = generation.clone().spawn_refresh();
+    let redis = Arc::new(RedisRecords::new(
+        conn,
+        test_redis.prefix.clone(),
+        TTL,
+        generation,
+    ));
+    subjects.push(Subject {
+        name: "redis",
+        store: redis.clone(),
+        redis: Some(redis),
+        db,
+        _db: test_db,
+        _redis: Some((test_redis, refresh)),
+    });
+    subjects
+}
+
+impl Subject {
+    /// A fresh buyer whose records this store vouches for (Redis: marked
+    /// complete, as a newly minted buyer is).
+    async fn buyer(&self) -> BuyerId {
+        let buyer = BuyerId::parse(&uuid::Uuid::new_v4().to_string()).expect("buyer");
+        if let Some(redis) = &self.redis {
+            redis.mark_new_buyer(&buyer).await.expect("mark");
+        }
+        buyer
+    }
+}
+
+fn scope(buyer: &BuyerId, key: &str) -> KeyScope {
+    KeyScope {
+        buyer: buyer.clone(),
+        key: IdempotencyKey::parse(key).expect("key"),
+    }
+}
+
+fn hash(qty: i64) -> RequestHash {
+    RequestHash::of(&OrderRequest {
+        item_id: ItemId::new(1).expect("item"),
+        qty: Quantity::new(qty).expect("qty"),
+    })
+}
+
+fn refusal() -> StoredResponse {
+    StoredResponse {
+        status: 409,
+        body: r#"{"code":"sold_out","message":"sold out","retryable":false}"#.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_is_exclusive_until_its_owner_finishes_it() {
+    for s in subjects().await {
+        let buyer = s.buyer().await;
+        let k = scope(&buyer, "k1");
+        let (first, second) = (LeaseOwner::new(), LeaseOwner::new());
+        let claimed = s.store.claim(&k, &hash(1), &first, NOW, None).await;
+        assert_eq!(
+            claimed.ok(),
+            Some(Claimed::Run(Proof::NoOrder)),
+            "{}",
+            s.name
+        );
+        let again = s.store.claim(&k, &hash(1), &second, NOW + 1, None).await;
+        assert_eq!(again.ok(), Some(Claimed::InProgress), "{}", s.name);
+        assert_eq!(
+            s.store.lookup(&k, NOW + 1).await.ok(),
+            Some(Some(Record::Running)),
+            "{}",
+            s.name
+        );
+        let finished = s
+            .store
+            .finish(&k, &hash(1), &first, &refusal(), NOW + 2)
+            .await;
+        assert_eq!(finished.ok(), Some(Finished::Stored), "{}", s.name);
+        let replay = s.store.claim(&k, &hash(1), &second, NOW + 3, None).await;
+        assert!(
+            matches!(replay, Ok(Claimed::Replay(ref r, _)) if *r == refusal()),
+            "{}: {replay:?}",
+            s.name
+        );
+        let reused = s.store.claim(&k, &hash(2), &second, NOW + 3, None).await;
+        assert!(
+            matches!(reused, Ok(Claimed::KeyReused(Some(ref r), _)) if *r == refusal()),
+            "{}: {reused:?}",
+            s.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_owner_after_a_takeover_finishes_or_drops_the_claim() {
+    let lease = CLAIM_LEASE.as_millis() as i64;
+    for s in subjects().await {
+        let buyer = s.buyer().await;
+        let k = scope(&buyer, "k2");
+        let (first, second) = (LeaseOwner::new(), LeaseOwner::new());
+        s.store
+            .claim(&k, &hash(1), &first, NOW, None)
+            .await
+            .expect("claim");
+        assert_eq!(
+            s.store.lookup(&k, NOW + lease + 1).await.ok(),
+            Some(Some(Record::Abandoned)),
+            "{}: a claim whose lease ran out reads as abandoned",
+            s.name
+        );
+        let taken = s
+            .store
+            .claim(&k, &hash(1), &second, NOW + lease + 1, None)
+            .await;
+        assert_eq!(
+            taken.ok(),
+            Some(Claimed::Run(Proof::Unproven)),
+            "{}: a takeover proves nothing",
+            s.name
+        );
+        let late = s
+            .store
+            .finish(&k, &hash(1), &first, &refusal(), NOW + lease + 2)
+            .await;
+        assert_eq!(late.ok(), Some(Finished::NotOwner), "{}", s.name);
+        s.store
+            .abandon(&k, &hash(1), &first)
+            .await
+            .expect("abandon");
+        assert_eq!(
+            s.store.lookup(&k, NOW + lease + 2).await.ok(),
+            Some(Some(Record::Running)),
+            "{}: the first owner cannot drop the new owner's claim",
+            s.name
+        );
+        s.store
+            .abandon(&k, &hash(1), &second)
+            .await
+            .expect("abandon");
+        assert_eq!(
+            s.store.lookup(&k, NOW + lease + 2).await.ok(),
+            Some(None),
+            "{}: its owner can",
+            s.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_answer_is_stored_only_under_a_proven_new_key() {
+    for s in subjects().await {
+        let buyer = s.buyer().await;
+        let k = scope(&buyer, "k3");
+        let answered = s
+            .store
+            .claim(&k, &hash(1), &LeaseOwner::new(), NOW, Some(&refusal()))
+            .await;
+        assert_eq!(answered.ok(), Some(Claimed::Answered), "{}", s.name);
+        let replay = s
+            .store
+            .claim(&k, &hash(1), &LeaseOwner::new(), NOW + 1, Some(&refusal()))
+            .await;
+        assert!(
+            matches!(replay, Ok(Claimed::Replay(..))),
+            "{}: {replay:?}",
+            s.name
+        );
+    }
+}
+
+/// A key with an order in the database is never claimed as new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_with_an_order_is_not_new_to_a_store_that_never_saw_it() {
+    for s in subjects().await {
+        let buyer = BuyerId::parse(&uuid::Uuid::new_v4().to_string()).expect("buyer");
+        let item = server::db::items::create(
+            &s.db,
+            &server::db::items::NewItem {
+                title: "Camera".into(),
+                condition: "good".into(),
+                seller: "ann".into(),
+                price_cents: 100,
+                stock: 1,
+                max_per_buyer: None,
+            },
+        )
+        .await
+        .expect("item");
+        let sql = s.db.sql(
+            "INSERT INTO orders (id, buyer, idempotency_key, item_id, qty, unit_price_cents, status, created_at) \
+             VALUES (?, ?, 'k4', ?, 1, 100, 'confirmed', 1)",
+        );
+        sqlx::query(&sql)
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(buyer.as_str())
+            .bind(item.id.get())
+            .execute(s.db.pool())
+            .await
+            .expect("order");
+        let k = scope(&buyer, "k4");
+        let claimed = s
+            .store
+            .claim(&k, &hash(1), &LeaseOwner::new(), NOW, None)
+            .await;
+        match s.name {
+            // Redis cannot vouch for a buyer it never loaded: load first.
+            "redis" => assert_eq!(claimed.ok(), Some(Claimed::LoadBuyer)),
+            name => assert_eq!(claimed.ok(), Some(Claimed::OrderExists), "{name}"),
+        }
+    }
+}
