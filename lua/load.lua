@@ -12,7 +12,11 @@
 -- ARGV[1] stock in the database
 -- ARGV[2] version of the row that stock was read from
 -- ARGV[3] max_per_buyer (0 = no limit)
--- ARGV[4..] tokens of holds whose orders committed, read after the stock:
+-- ARGV[4..9] the item's terms at that version (see terms.lua): sale start,
+--           sale end ('' when none), waiting room ('1'/'0'), admissions per
+--           second, pass lifetime (s), paused ('1'/'0'); written with the
+--           counter, so no order is ever taken under missing terms
+-- ARGV[10..] tokens of holds whose orders committed, read after the stock:
 --           a hold whose order commits in between is left out while the
 --           stock still counts its units, so the counter can come out too
 --           high (the database then refuses the extra order), never too low
@@ -23,7 +27,7 @@ local current = redis.call('GET', KEYS[1])
 if current then
   return {0, tonumber(current)}
 end
-for i = 4, #ARGV do
+for i = 10, #ARGV do
   if redis.call('HDEL', KEYS[2], ARGV[i]) == 1 then
     redis.call('ZREM', KEYS[4], ARGV[i])
   end
@@ -33,6 +37,10 @@ for _, hold in ipairs(redis.call('HVALS', KEYS[2])) do
   held = held + tonumber(string.match(hold, '^(%d+)'))
 end
 local counter = tonumber(ARGV[1]) - held
-redis.call('SET', KEYS[1], counter)
 redis.call('HSET', KEYS[3], 'version', ARGV[2], 'max_per_buyer', ARGV[3])
+if tonumber(redis.call('HGET', KEYS[3], 'terms_version') or '-1') <= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[3], 'terms_version', ARGV[2], 'starts', ARGV[4], 'ends', ARGV[5],
+    'queued', ARGV[6], 'rate', ARGV[7], 'ttl', ARGV[8], 'paused', ARGV[9])
+end
+redis.call('SET', KEYS[1], counter)
 return {1, counter}

@@ -41,12 +41,14 @@ pub trait Checkout: Send + Sync + 'static {
     /// `unknown_item`, or `unavailable`.
     async fn item(&self, id: ItemId) -> Result<Item, OrderError>;
 
-    /// Runs the order pipeline once for this buyer's intent to buy.
+    /// Runs the order pipeline once for this buyer's intent to buy, with the
+    /// waiting-room pass when the item has a waiting room.
     async fn place_order(
         &self,
         buyer: &BuyerId,
         key: &IdempotencyKey,
         request: OrderRequest,
+        queue_pass: Option<String>,
     ) -> Placement;
 
     /// The outcome of an earlier attempt of this buyer with this key.

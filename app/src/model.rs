@@ -19,9 +19,23 @@ pub struct Item {
     pub version: i64,
     /// At most this many units per buyer, when set.
     pub max_per_buyer: Option<i64>,
+    /// When the sale opens and closes (ms since the Unix epoch), when set.
+    pub sale_starts_at_ms: Option<i64>,
+    pub sale_ends_at_ms: Option<i64>,
+    /// Buyers let in per second by the item's waiting room, when it has one.
+    pub admission_per_second: Option<i64>,
+    /// How long an admitted buyer's pass stays valid.
+    pub pass_ttl_seconds: i64,
+    /// A paused drop admits nobody.
+    pub paused: bool,
 }
 
 impl Item {
+    /// Whether buyers must join the item's waiting room before ordering.
+    pub fn has_waiting_room(&self) -> bool {
+        self.admission_per_second.is_some()
+    }
+
     /// The largest quantity a buyer may pick in the UI right now.
     pub fn max_selectable_qty(&self) -> u32 {
         let mut max = i64::from(Quantity::MAX).min(self.stock);
@@ -91,6 +105,16 @@ pub enum ErrorCode {
     LimitExceeded,
     RequestInProgress,
     IdempotencyKeyReused,
+    /// The sale has not started: retry after `Retry-After`.
+    SaleNotStarted,
+    /// The sale has ended.
+    SaleEnded,
+    /// The item has a waiting room: join it, and order with its pass.
+    QueuePassRequired,
+    /// The pass is another buyer's or item's, expired, or used.
+    QueuePassInvalid,
+    /// The buyer never joined this item's waiting room.
+    NotInQueue,
     PayloadTooLarge,
     RateLimited,
     Unavailable,
@@ -106,12 +130,15 @@ impl ErrorCode {
         match self {
             Self::InvalidRequest => 400,
             Self::Unauthorized => 401,
-            Self::Forbidden => 403,
-            Self::NotFound | Self::UnknownItem => 404,
+            Self::Forbidden | Self::QueuePassRequired | Self::QueuePassInvalid => 403,
+            Self::NotFound | Self::UnknownItem | Self::NotInQueue => 404,
             Self::MethodNotAllowed => 405,
-            Self::SoldOut | Self::StockConflict | Self::LimitExceeded | Self::RequestInProgress => {
-                409
-            }
+            Self::SoldOut
+            | Self::StockConflict
+            | Self::LimitExceeded
+            | Self::RequestInProgress
+            | Self::SaleNotStarted
+            | Self::SaleEnded => 409,
             Self::PayloadTooLarge => 413,
             Self::IdempotencyKeyReused => 422,
             Self::RateLimited => 429,
@@ -125,6 +152,7 @@ impl ErrorCode {
         matches!(
             self,
             Self::StockConflict
+                | Self::SaleNotStarted
                 | Self::RequestInProgress
                 | Self::RateLimited
                 | Self::Unavailable
@@ -146,6 +174,11 @@ impl ErrorCode {
             Self::LimitExceeded => "limit_exceeded",
             Self::RequestInProgress => "request_in_progress",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::SaleNotStarted => "sale_not_started",
+            Self::SaleEnded => "sale_ended",
+            Self::QueuePassRequired => "queue_pass_required",
+            Self::QueuePassInvalid => "queue_pass_invalid",
+            Self::NotInQueue => "not_in_queue",
             Self::PayloadTooLarge => "payload_too_large",
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
@@ -168,6 +201,10 @@ pub struct OrderError {
     pub code: ErrorCode,
     pub message: String,
     pub retryable: bool,
+    /// When a retry can succeed, if known (the HTTP `Retry-After`); not
+    /// part of the body.
+    #[serde(skip)]
+    pub retry_after_secs: Option<u64>,
 }
 
 impl OrderError {
@@ -177,7 +214,14 @@ impl OrderError {
             code,
             message: message.into(),
             retryable: code.retryable(),
+            retry_after_secs: None,
         }
+    }
+
+    /// The same error, to be retried after `secs`.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -261,6 +305,11 @@ mod tests {
             stock: 3,
             version: 0,
             max_per_buyer: None,
+            sale_starts_at_ms: None,
+            sale_ends_at_ms: None,
+            admission_per_second: None,
+            pass_ttl_seconds: 120,
+            paused: false,
         };
         assert_eq!(item.max_selectable_qty(), 3);
         item.max_per_buyer = Some(2);
@@ -271,4 +320,49 @@ mod tests {
         item.stock = 0;
         assert_eq!(item.max_selectable_qty(), 0);
     }
+}
+
+/// Where a buyer stands in an item's waiting room: the answer of
+/// `POST` and `GET /api/items/{id}/queue`. Fields that do not apply are
+/// absent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStatus {
+    pub state: QueueState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// 1 for the next buyer let in; absent before the start (the order is
+    /// drawn then) and when not in the line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<u64>,
+    /// What to send as `Queue-Pass` with the order, once admitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_expires_at_ms: Option<i64>,
+    /// Present (true) while the drop is paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueState {
+    Waiting,
+    Admitted,
+    SoldOut,
+    Closed,
+}
+
+/// The fair start's public record: `GET /api/items/{id}/fairness`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fairness {
+    /// Lowercase hex SHA-256 of the seed, published from the item's creation.
+    pub commitment: String,
+    /// The seed, from the start on.
+    pub seed: Option<String>,
+    /// From the start on: every ticket that joined before it, ordered by
+    /// ascending lowercase hex SHA-256 of `seed + ":" + ticket`.
+    pub tickets: Vec<String>,
 }

@@ -32,11 +32,12 @@ pub async fn place_order(
     item_id: ItemId,
     qty: Quantity,
     idempotency_key: IdempotencyKey,
+    queue_pass: Option<String>,
 ) -> Result<Receipt, OrderError> {
     let buyer = crate::checkout::current_buyer()?;
     let request = crate::model::OrderRequest { item_id, qty };
     crate::checkout::use_checkout()?
-        .place_order(&buyer, &idempotency_key, request)
+        .place_order(&buyer, &idempotency_key, request, queue_pass)
         .await
         .result
 }

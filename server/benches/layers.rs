@@ -76,6 +76,7 @@ async fn bench_reserve(name: &str, store: &dyn ReservationStore) {
                 stock: i64::try_from(n).unwrap_or(i64::MAX),
                 version: 0,
                 max_per_buyer: None,
+                terms: Default::default(),
             },
             &[],
         )
@@ -91,6 +92,7 @@ async fn bench_reserve(name: &str, store: &dyn ReservationStore) {
             buyer,
             qty: Quantity::ONE,
             deadline: HoldDeadline::at_ms(server::db::now_ms() + 30_000),
+            pass: None,
         };
         let started = Instant::now();
         store.reserve(item, &hold).await.expect("reserve");
@@ -138,6 +140,7 @@ async fn bench_ledger_on(name: &str, db: Database) {
             price_cents: 100,
             stock: i64::try_from(n).unwrap_or(i64::MAX),
             max_per_buyer: None,
+            terms: Default::default(),
         },
     )
     .await
@@ -157,6 +160,8 @@ async fn bench_ledger_on(name: &str, db: Database) {
                 qty: Quantity::ONE,
             },
             strategy: server::orders::strategy::Strategy::LedgerOnly,
+            pass: None,
+            reserved: false,
         };
         let started = Instant::now();
         ledger.write(order).await.expect("write");
@@ -234,6 +239,7 @@ async fn bench_sold_out_path(conn: RedisConn, prefix: &str, db_url: &str) {
             price_cents: 100,
             stock: 0,
             max_per_buyer: None,
+            terms: Default::default(),
         },
     )
     .await
@@ -281,6 +287,7 @@ async fn bench_sold_out_path(conn: RedisConn, prefix: &str, db_url: &str) {
                     qty: Quantity::ONE,
                 },
                 strategy: Strategy::ReserveFirst,
+                pass: None,
             };
             let started = Instant::now();
             let placement = wired.pipeline.place(attempt).await;

@@ -104,6 +104,8 @@ pub struct ReservationConfig {
     /// `RECONCILE_INTERVAL_MS`: how often counters are compared with the
     /// database and repaired.
     pub reconcile_interval: Duration,
+    /// `ADMISSION_INTERVAL_MS`: how often waiting rooms let buyers in.
+    pub admission_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -298,6 +300,7 @@ impl ReservationConfig {
             sold_out_memo: vars.millis("SOLD_OUT_MEMO_MS", 100, 0..=10_000)?,
             reaper_interval: vars.millis("REAPER_INTERVAL_MS", 1_000, 10..=3_600_000)?,
             reconcile_interval: vars.millis("RECONCILE_INTERVAL_MS", 30_000, 100..=86_400_000)?,
+            admission_interval: vars.millis("ADMISSION_INTERVAL_MS", 100, 10..=10_000)?,
         })
     }
 }

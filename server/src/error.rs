@@ -78,13 +78,21 @@ pub fn error_response(error: &OrderError) -> Response {
     let status =
         StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, axum::Json(error)).into_response();
-    if matches!(
-        error.code,
-        ErrorCode::RequestInProgress | ErrorCode::Unavailable | ErrorCode::RateLimited
-    ) {
+    let retry_after = match (error.retry_after_secs, error.code) {
+        (Some(secs), _) => Some(secs),
+        (
+            None,
+            ErrorCode::RequestInProgress
+            | ErrorCode::Unavailable
+            | ErrorCode::RateLimited
+            | ErrorCode::SaleNotStarted,
+        ) => Some(u64::from(RETRY_AFTER_SECS)),
+        (None, _) => None,
+    };
+    if let Some(secs) = retry_after {
         response
             .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     response
 }

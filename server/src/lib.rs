@@ -25,6 +25,8 @@
 //!   [`redis_conn`] connects to a single Redis or a cluster.
 //! - [`db`]: the SQL database (SQLite, PostgreSQL, MySQL/MariaDB) and
 //!   inventory queries.
+//! - [`waiting_room`]: drops' waiting rooms and the fair start, kept by the
+//!   reservation store beside the counters.
 //! - [`dashboard`]: samples this server's metrics for the admin dashboard.
 //! - [`error`]: the HTTP error type; [`metrics`]: this server's Prometheus
 //!   recorder; [`hot_items`]: the bounded, decaying top-k of busy items;
@@ -48,3 +50,4 @@ pub mod session;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod waiting_room;

@@ -21,7 +21,10 @@
 //! | `oversell_redis_breaker_state` (gauge: 0 closed, 1 half-open, 2 open) | |
 //! | `oversell_reconcile_repairs_total`, `oversell_reconcile_drift_units_total`, `oversell_reconcile_drifting_items` (gauge, last pass) | |
 //! | `oversell_hot_item_id`, `oversell_hot_item_requests_per_second` (gauges) | `rank` (`1` to `5`) |
+//! | `oversell_queue_joins_total`, `oversell_queue_admitted_total`, `oversell_queue_passes_expired_total` | `item` (drops with a waiting room) |
+//! | `oversell_queue_waiting`, `oversell_queue_passes_open`, `oversell_queue_passes_used` (gauges, the store's counts) | `item` |
 
+use app::domain::ItemId;
 use metrics::{
     Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
 };
@@ -50,6 +53,13 @@ pub const RECONCILE_DRIFTING: &str = "oversell_reconcile_drifting_items";
 pub const HOT_ITEM_ID: &str = "oversell_hot_item_id";
 pub const HOT_ITEM_RATE: &str = "oversell_hot_item_requests_per_second";
 pub const HOT_RANKS: [&str; 5] = ["1", "2", "3", "4", "5"];
+/// Waiting rooms, per drop.
+pub const QUEUE_JOINS: &str = "oversell_queue_joins_total";
+pub const QUEUE_ADMITTED: &str = "oversell_queue_admitted_total";
+pub const QUEUE_PASSES_EXPIRED: &str = "oversell_queue_passes_expired_total";
+pub const QUEUE_WAITING: &str = "oversell_queue_waiting";
+pub const QUEUE_PASSES_OPEN: &str = "oversell_queue_passes_open";
+pub const QUEUE_PASSES_USED: &str = "oversell_queue_passes_used";
 
 /// Every metric name this server exports, for checks on dashboards and rules.
 pub const ALL: &[&str] = &[
@@ -71,6 +81,12 @@ pub const ALL: &[&str] = &[
     RECONCILE_DRIFTING,
     HOT_ITEM_ID,
     HOT_ITEM_RATE,
+    QUEUE_JOINS,
+    QUEUE_ADMITTED,
+    QUEUE_PASSES_EXPIRED,
+    QUEUE_WAITING,
+    QUEUE_PASSES_OPEN,
+    QUEUE_PASSES_USED,
 ];
 
 /// Latency buckets from 100 µs to 10 s: the reservation layer answers in
@@ -224,6 +240,22 @@ impl Metrics {
         }
     }
 
+    /// A counter of one item (a drop): its id is the `item` label.
+    pub fn item_counter(&self, name: &'static str, item: ItemId) -> Counter {
+        match &self.recorder {
+            Some(r) => r.register_counter(&item_key(name, item), &METADATA),
+            None => Counter::noop(),
+        }
+    }
+
+    /// A gauge of one item (a drop): its id is the `item` label.
+    pub fn item_gauge(&self, name: &'static str, item: ItemId) -> Gauge {
+        match &self.recorder {
+            Some(r) => r.register_gauge(&item_key(name, item), &METADATA),
+            None => Gauge::noop(),
+        }
+    }
+
     pub fn histogram(
         &self,
         name: &'static str,
@@ -266,30 +298,50 @@ impl Metrics {
             RECONCILE_UNITS,
             "Units of drift repaired by reconciliation.",
         );
-        r.describe_gauge(
-            KeyName::from_const_str(HOT_ITEM_ID),
-            None,
-            SharedString::const_str("Id of the item at this rank of the hottest items (0: none)."),
+        counter(QUEUE_JOINS, "Buyers who joined a drop's waiting room.");
+        counter(
+            QUEUE_ADMITTED,
+            "Buyers let in from a drop's waiting room by this instance, each with a pass.",
         );
-        r.describe_gauge(
-            KeyName::from_const_str(HOT_ITEM_RATE),
-            None,
-            SharedString::const_str("Decayed order-attempt rate of the item at this rank."),
+        counter(
+            QUEUE_PASSES_EXPIRED,
+            "Waiting-room passes that expired unused (their buyers went back in line).",
         );
-        r.describe_gauge(
-            KeyName::from_const_str(RECONCILE_DRIFTING),
-            None,
-            SharedString::const_str("Items whose counter drifted in the last reconciliation pass."),
+        let gauge = |name: &'static str, help: &'static str| {
+            r.describe_gauge(
+                KeyName::from_const_str(name),
+                None,
+                SharedString::const_str(help),
+            );
+        };
+        gauge(
+            HOT_ITEM_ID,
+            "Id of the item at this rank of the hottest items (0: none).",
         );
-        r.describe_gauge(
-            KeyName::from_const_str(BREAKER_STATE),
-            None,
-            SharedString::const_str("Redis circuit breaker: 0 closed, 1 half-open, 2 open."),
+        gauge(
+            HOT_ITEM_RATE,
+            "Decayed order-attempt rate of the item at this rank.",
         );
-        r.describe_gauge(
-            KeyName::from_const_str(HOLDS_LIVE),
-            None,
-            SharedString::const_str("Reservation holds alive after the last reaper pass."),
+        gauge(
+            RECONCILE_DRIFTING,
+            "Items whose counter drifted in the last reconciliation pass.",
+        );
+        gauge(
+            BREAKER_STATE,
+            "Redis circuit breaker: 0 closed, 1 half-open, 2 open.",
+        );
+        gauge(
+            HOLDS_LIVE,
+            "Reservation holds alive after the last reaper pass.",
+        );
+        gauge(QUEUE_WAITING, "Buyers waiting in a drop's line.");
+        gauge(
+            QUEUE_PASSES_OPEN,
+            "Waiting-room passes issued and not yet used or expired.",
+        );
+        gauge(
+            QUEUE_PASSES_USED,
+            "Waiting-room passes used by an order that committed.",
         );
         for (name, help) in [
             (STAGE_SECONDS, "Time per order pipeline stage."),
@@ -302,6 +354,10 @@ impl Metrics {
             );
         }
     }
+}
+
+fn item_key(name: &'static str, item: ItemId) -> Key {
+    Key::from_parts(name, vec![Label::new("item", item.to_string())])
 }
 
 fn key(name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {

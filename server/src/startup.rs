@@ -35,6 +35,7 @@ use crate::reservation::{
 };
 use crate::session::ensure_buyer;
 use crate::state::{AppContext, AppState, GuardTotals};
+use crate::waiting_room::WaitingRooms;
 use anyhow::Context;
 use app::checkout::SharedCheckout;
 use app::dashboard::SharedDashboard;
@@ -103,6 +104,7 @@ impl Application {
             pipeline,
             reservation,
             memo,
+            waiting_rooms,
             records,
             mut background,
             tasks,
@@ -144,6 +146,7 @@ impl Application {
             memo,
             records,
             pipeline,
+            waiting_rooms,
             admin_token,
             metrics,
             hot_items,
@@ -221,6 +224,8 @@ pub struct Wired {
     /// The reservation store, when strategy A can run.
     pub reservation: Option<Arc<dyn ReservationStore>>,
     pub memo: Option<Arc<SoldOutMemo>>,
+    /// Drops' waiting rooms, kept by the reservation store.
+    pub waiting_rooms: Option<Arc<WaitingRooms>>,
     pub records: Records,
     /// Periodic tasks: the breaker probe, the reaper, reconciliation, the
     /// records generation, purging records.
@@ -356,6 +361,21 @@ pub async fn wire_pipeline(
     if let Some(guard) = &guard {
         background.push(spawn_breaker_probe(guard.clone(), config.breaker.cooldown));
     }
+    let waiting_rooms = reservation.as_ref().map(|r| {
+        Arc::new(WaitingRooms::new(
+            db.clone(),
+            r.store.clone(),
+            r.loader.clone(),
+            metrics.clone(),
+        ))
+    });
+    if let Some(rooms) = &waiting_rooms {
+        background.push(
+            rooms
+                .clone()
+                .spawn_admitter(config.reservation.admission_interval),
+        );
+    }
     if let Some(r) = &reservation {
         background.push(reaper::spawn(
             r.store.clone(),
@@ -373,6 +393,7 @@ pub async fn wire_pipeline(
         pipeline,
         reservation: reservation.map(|r| r.store),
         memo,
+        waiting_rooms,
         records,
         background,
         tasks,

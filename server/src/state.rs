@@ -15,6 +15,7 @@ use crate::orders::{Attempt, OrderPipeline};
 use crate::records::Records;
 use crate::reservation::ReservationStore;
 use crate::reservation::memo::SoldOutMemo;
+use crate::reservation::queue::QueuePass;
 use app::checkout::{Checkout, GuardCounts, Placement};
 use app::domain::{BuyerId, IdempotencyKey, ItemId};
 use app::model::{ErrorCode, Item, KeyOutcome, OrderError, OrderRequest};
@@ -35,6 +36,8 @@ pub struct AppContext {
     pub memo: Option<Arc<SoldOutMemo>>,
     pub records: Records,
     pub pipeline: Arc<OrderPipeline>,
+    /// Drops' waiting rooms, when a reservation store keeps them.
+    pub waiting_rooms: Option<Arc<crate::waiting_room::WaitingRooms>>,
     pub cookie_key: Key,
     pub admin_token: String,
     pub metrics: Arc<Metrics>,
@@ -99,6 +102,7 @@ impl AppContext {
         key: &IdempotencyKey,
         request: OrderRequest,
         strategy: Strategy,
+        pass: Option<QueuePass>,
     ) -> Placement {
         self.pipeline
             .place(Attempt {
@@ -106,6 +110,7 @@ impl AppContext {
                 key: key.clone(),
                 request,
                 strategy,
+                pass,
             })
             .await
     }
@@ -139,9 +144,16 @@ impl Checkout for AppContext {
         buyer: &BuyerId,
         key: &IdempotencyKey,
         request: OrderRequest,
+        queue_pass: Option<String>,
     ) -> Placement {
-        self.place_order_with(buyer, key, request, self.pipeline.strategy())
-            .await
+        self.place_order_with(
+            buyer,
+            key,
+            request,
+            self.pipeline.strategy(),
+            queue_pass.map(QueuePass::from_raw),
+        )
+        .await
     }
 
     async fn outcome_by_key(

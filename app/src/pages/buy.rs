@@ -340,7 +340,7 @@ mod runner {
                             (Ok(key), Ok(qty)) => {
                                 match browser::with_timeout(
                                     REQUEST_TIMEOUT_MS,
-                                    place_order(item, qty, key),
+                                    place_order(item, qty, key, None),
                                 )
                                 .await
                                 {

@@ -1,10 +1,11 @@
-//! Admin calls (bearer token): create an item, restock one. Both keep the
-//! reservation counter in step with the database: the database commits
-//! first, then the counter is warmed (create) or adjusted (restock) unless it
-//! was loaded after the change and already includes it.
+//! Admin calls (bearer token): create an item, change a drop's terms,
+//! restock. Each keeps the reservation store in step with the database: the
+//! database commits first, then the counter is warmed (create) or adjusted
+//! (restock) and the terms written (create, change), unless the store
+//! already has the change from a later load.
 
 use super::{Admin, ApiJson, item_id};
-use crate::db::items::{self, NewItem, Restocked};
+use crate::db::items::{self, DropTerms, NewItem, Restocked, TermsChange};
 use crate::error::ApiError;
 use crate::orders::refusal::Refusal;
 use crate::reservation::CounterSeed;
@@ -30,7 +31,58 @@ pub struct CreateItem {
     condition: Option<String>,
     #[serde(default)]
     seller: Option<String>,
+    #[serde(default)]
+    sale_starts_at_ms: Option<i64>,
+    #[serde(default)]
+    sale_ends_at_ms: Option<i64>,
+    #[serde(default)]
+    admission_per_second: Option<i64>,
+    #[serde(default)]
+    pass_ttl_seconds: Option<i64>,
+    #[serde(default)]
+    paused: Option<bool>,
 }
+
+/// A drop's terms, checked: times not negative and in order, a sane rate
+/// and pass lifetime.
+fn checked_terms(terms: DropTerms) -> Result<DropTerms, ApiError> {
+    for (name, at) in [
+        ("sale_starts_at_ms", terms.sale_starts_at_ms),
+        ("sale_ends_at_ms", terms.sale_ends_at_ms),
+    ] {
+        if at.is_some_and(|ms| !(0..=MAX_EPOCH_MS).contains(&ms)) {
+            return Err(ApiError::invalid(format!(
+                "{name} must be milliseconds since the Unix epoch"
+            )));
+        }
+    }
+    if let (Some(starts), Some(ends)) = (terms.sale_starts_at_ms, terms.sale_ends_at_ms)
+        && ends <= starts
+    {
+        return Err(ApiError::invalid(
+            "sale_ends_at_ms must be after sale_starts_at_ms",
+        ));
+    }
+    if terms
+        .admission_per_second
+        .is_some_and(|rate| !(1..=MAX_ADMISSION_PER_SECOND).contains(&rate))
+    {
+        return Err(ApiError::invalid(format!(
+            "admission_per_second must be between 1 and {MAX_ADMISSION_PER_SECOND}"
+        )));
+    }
+    if !(MIN_PASS_TTL_SECONDS..=MAX_PASS_TTL_SECONDS).contains(&terms.pass_ttl_seconds) {
+        return Err(ApiError::invalid(format!(
+            "pass_ttl_seconds must be between {MIN_PASS_TTL_SECONDS} and {MAX_PASS_TTL_SECONDS}"
+        )));
+    }
+    Ok(terms)
+}
+
+const MAX_EPOCH_MS: i64 = 32_503_680_000_000;
+const MAX_ADMISSION_PER_SECOND: i64 = 100_000;
+const MIN_PASS_TTL_SECONDS: i64 = 5;
+const MAX_PASS_TTL_SECONDS: i64 = 86_400;
 
 impl CreateItem {
     fn validate(self) -> Result<NewItem, ApiError> {
@@ -64,6 +116,15 @@ impl CreateItem {
                 }
                 Ok(value)
             };
+        let terms = checked_terms(DropTerms {
+            sale_starts_at_ms: self.sale_starts_at_ms,
+            sale_ends_at_ms: self.sale_ends_at_ms,
+            admission_per_second: self.admission_per_second,
+            pass_ttl_seconds: self
+                .pass_ttl_seconds
+                .unwrap_or(DropTerms::default().pass_ttl_seconds),
+            paused: self.paused.unwrap_or(false),
+        })?;
         Ok(NewItem {
             title,
             condition: text(self.condition, "used", "condition")?,
@@ -71,6 +132,7 @@ impl CreateItem {
             price_cents: self.price_cents,
             stock: self.stock,
             max_per_buyer: self.max_per_buyer,
+            terms,
         })
     }
 }
@@ -85,17 +147,78 @@ pub async fn create_item(
     let item = items::create(&state.db, &new_item)
         .await
         .map_err(ApiError::unavailable)?;
-    if let Some(store) = &state.reservation {
-        let seed = CounterSeed {
-            stock: item.stock,
-            version: item.version,
-            max_per_buyer: item.max_per_buyer,
-        };
-        if let Err(e) = store.load(item.id, seed, &[]).await {
-            tracing::warn!(item = %item.id, error = %e, "warming the counter failed; the first order loads it");
-        }
+    if let Some(store) = &state.reservation
+        && let Err(e) = store.load(item.id, CounterSeed::of(&item), &[]).await
+    {
+        tracing::warn!(item = %item.id, error = %e, "warming the counter failed; the first order loads it");
     }
     Ok((StatusCode::CREATED, Json(item)))
+}
+
+/// The body of `PATCH /api/admin/items/{id}`: each field left out keeps its
+/// value; `null` clears an optional one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeTerms {
+    #[serde(default, deserialize_with = "present")]
+    sale_starts_at_ms: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    sale_ends_at_ms: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "present")]
+    admission_per_second: Option<Option<i64>>,
+    #[serde(default)]
+    pass_ttl_seconds: Option<i64>,
+    #[serde(default)]
+    paused: Option<bool>,
+}
+
+/// A field that is present (even as `null`) is `Some`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
+/// `PATCH /api/admin/items/{id}`: changes a drop's sale window, waiting
+/// room or pause; 200 with the item as it is afterwards.
+pub async fn change_terms(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ChangeTerms>,
+) -> Result<Json<Item>, ApiError> {
+    let id = item_id(&id)?;
+    let current = items::get(&state.db, id)
+        .await
+        .map_err(ApiError::unavailable)?
+        .ok_or_else(|| Refusal::UnknownItem.error())?;
+    let change = TermsChange {
+        sale_starts_at_ms: body.sale_starts_at_ms,
+        sale_ends_at_ms: body.sale_ends_at_ms,
+        admission_per_second: body.admission_per_second,
+        pass_ttl_seconds: body.pass_ttl_seconds,
+        paused: body.paused,
+    };
+    let terms = checked_terms(change.applied_to(DropTerms::of(&current)))?;
+    let item = items::set_terms(&state.db, id, &terms)
+        .await
+        .map_err(ApiError::unavailable)?
+        .ok_or_else(|| Refusal::UnknownItem.error())?;
+    if let Some(store) = &state.reservation
+        && let Err(e) = store
+            .set_terms(id, &CounterSeed::of(&item).terms, item.version)
+            .await
+    {
+        // The database holds the change and checks the window itself; the
+        // store's copy is replaced by the next load or change.
+        tracing::error!(item = %id, error = %e, "the new terms did not reach the reservation store");
+    }
+    if let Some(memo) = &state.memo {
+        memo.forget(id);
+    }
+    Ok(Json(item))
 }
 
 #[derive(Debug, Deserialize)]

@@ -30,6 +30,9 @@ use serde::Deserialize;
 pub struct BuyForm {
     qty: Option<String>,
     idempotency_key: String,
+    /// The waiting-room pass, for an item with a waiting room.
+    #[serde(default)]
+    queue_pass: Option<String>,
 }
 
 /// `POST /items/{id}/buy` (form-encoded: `qty`, `idempotency_key`).
@@ -49,9 +52,13 @@ pub async fn buy(
         )?,
     };
     let key = IdempotencyKey::parse(&form.idempotency_key)?;
+    let pass = form
+        .queue_pass
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty());
     state
         .0
-        .place_order(&buyer, &key, OrderRequest { item_id, qty })
+        .place_order(&buyer, &key, OrderRequest { item_id, qty }, pass)
         .await;
     Ok(see_other(&format!(
         "/items/{item_id}?{ORDER_KEY_PARAM}={key}"

@@ -6,13 +6,15 @@
 //! |---|---|
 //! | `POST /api/session` | [`session`] |
 //! | `GET /api/items`, `GET /api/items/{id}` | [`items`] |
+//! | `GET /api/time`, `POST`/`GET /api/items/{id}/queue`, `GET /api/items/{id}/fairness` | [`drops`] |
 //! | `POST /api/orders`, `GET /api/orders/by-key/{key}` | [`orders`] |
 //! | `POST /api/guard-events` | [`guard_events`] |
-//! | `POST /api/admin/items`, `POST /api/admin/items/{id}/restock`, `GET /api/admin/items/{id}/stats` | [`admin`] |
+//! | `POST /api/admin/items`, `PATCH /api/admin/items/{id}`, `POST /api/admin/items/{id}/restock`, `GET /api/admin/items/{id}/stats` | [`admin`] |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | [`health`] |
 //! | `POST /items/{id}/buy`, `GET /lang/{tag}` | [`forms`] (HTML forms, no JavaScript needed) |
 
 pub mod admin;
+pub mod drops;
 pub mod forms;
 pub mod guard_events;
 pub mod health;
@@ -30,7 +32,7 @@ use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
@@ -44,10 +46,14 @@ pub fn router() -> Router<AppState> {
         .route("/session", post(session::start))
         .route("/items", get(items::list))
         .route("/items/{id}", get(items::get))
+        .route("/time", get(drops::time))
+        .route("/items/{id}/queue", post(drops::join).get(drops::status))
+        .route("/items/{id}/fairness", get(drops::fairness))
         .route("/orders", post(orders::create))
         .route("/orders/by-key/{key}", get(orders::by_key))
         .route("/guard-events", post(guard_events::record))
         .route("/admin/items", post(admin::create_item))
+        .route("/admin/items/{id}", patch(admin::change_terms))
         .route("/admin/items/{id}/restock", post(admin::restock))
         .route("/admin/items/{id}/stats", get(admin::stats))
         .fallback(not_found)
@@ -130,6 +136,33 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         other => format!("unreadable body: {}", other.body_text()),
     };
     ApiError::invalid(message)
+}
+
+/// The `Queue-Pass` header, when present: the waiting-room pass an order is
+/// placed with.
+pub struct QueuePassHeader(pub Option<crate::reservation::queue::QueuePass>);
+
+pub const QUEUE_PASS: &str = "queue-pass";
+
+impl<S: Send + Sync> FromRequestParts<S> for QueuePassHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(raw) = parts.headers.get(QUEUE_PASS) else {
+            return Ok(Self(None));
+        };
+        let raw = raw
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or_else(|| {
+                ApiError::invalid("Queue-Pass must be 1 to 64 visible ASCII characters")
+            })?;
+        Ok(Self(Some(crate::reservation::queue::QueuePass::from_raw(
+            raw,
+        ))))
+    }
 }
 
 /// The `Idempotency-Key` header, validated.

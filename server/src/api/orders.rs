@@ -1,6 +1,7 @@
-//! `POST /api/orders` and `GET /api/orders/by-key/{key}`.
+//! `POST /api/orders` (with `Queue-Pass` for an item with a waiting room)
+//! and `GET /api/orders/by-key/{key}`.
 
-use super::{ApiJson, IdempotencyKeyHeader};
+use super::{ApiJson, IdempotencyKeyHeader, QueuePassHeader};
 use crate::error::{ApiError, error_response};
 use crate::orders::strategy::Strategy;
 use crate::session::Buyer;
@@ -24,12 +25,13 @@ pub async fn create(
     State(state): State<AppState>,
     Buyer(buyer): Buyer,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    QueuePassHeader(pass): QueuePassHeader,
     headers: HeaderMap,
     ApiJson(request): ApiJson<OrderRequest>,
 ) -> Result<Response, ApiError> {
     let strategy = requested_strategy(&state, &headers)?;
     let placement = state
-        .place_order_with(&buyer, &key, request, strategy)
+        .place_order_with(&buyer, &key, request, strategy, pass)
         .await;
     let mut response = match &placement.result {
         Ok(receipt) => (StatusCode::CREATED, Json(receipt)).into_response(),

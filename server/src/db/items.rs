@@ -1,7 +1,9 @@
-//! Inventory reads, and the admin writes that create and restock items.
+//! Inventory reads, and the admin writes that create, restock and change
+//! items.
 //!
 //! Every write bumps `version`, so a versioned order update that read the row
-//! before a restock retries instead of overwriting it.
+//! before a restock retries instead of overwriting it, and a reservation
+//! store's copy of the terms is replaced only by newer ones.
 
 use super::{Database, Dialect, now_ms};
 use app::domain::ItemId;
@@ -9,8 +11,8 @@ use app::model::Item;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-const COLUMNS: &str =
-    "id, title, item_condition, seller, price_cents, stock, version, max_per_buyer";
+const COLUMNS: &str = "id, title, item_condition, seller, price_cents, stock, version, max_per_buyer, \
+     sale_starts_at_ms, sale_ends_at_ms, admission_per_second, pass_ttl_seconds, paused";
 
 /// A validated new listing (see `api::admin`).
 #[derive(Debug, Clone)]
@@ -21,6 +23,42 @@ pub struct NewItem {
     pub price_cents: i64,
     pub stock: i64,
     pub max_per_buyer: Option<i64>,
+    pub terms: DropTerms,
+}
+
+/// A drop's terms as the admin sets them: the sale window, the waiting
+/// room, pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropTerms {
+    pub sale_starts_at_ms: Option<i64>,
+    pub sale_ends_at_ms: Option<i64>,
+    pub admission_per_second: Option<i64>,
+    pub pass_ttl_seconds: i64,
+    pub paused: bool,
+}
+
+impl Default for DropTerms {
+    fn default() -> Self {
+        Self {
+            sale_starts_at_ms: None,
+            sale_ends_at_ms: None,
+            admission_per_second: None,
+            pass_ttl_seconds: 120,
+            paused: false,
+        }
+    }
+}
+
+impl DropTerms {
+    pub fn of(item: &Item) -> Self {
+        Self {
+            sale_starts_at_ms: item.sale_starts_at_ms,
+            sale_ends_at_ms: item.sale_ends_at_ms,
+            admission_per_second: item.admission_per_second,
+            pass_ttl_seconds: item.pass_ttl_seconds,
+            paused: item.paused,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +82,11 @@ fn item_from_row(row: &AnyRow) -> Result<Item, sqlx::Error> {
         stock: row.try_get("stock")?,
         version: row.try_get("version")?,
         max_per_buyer: row.try_get("max_per_buyer")?,
+        sale_starts_at_ms: row.try_get("sale_starts_at_ms")?,
+        sale_ends_at_ms: row.try_get("sale_ends_at_ms")?,
+        admission_per_second: row.try_get("admission_per_second")?,
+        pass_ttl_seconds: row.try_get("pass_ttl_seconds")?,
+        paused: row.try_get::<i64, _>("paused")? != 0,
     })
 }
 
@@ -71,8 +114,9 @@ pub async fn get(db: &Database, id: ItemId) -> Result<Option<Item>, sqlx::Error>
 pub async fn create(db: &Database, item: &NewItem) -> Result<Item, sqlx::Error> {
     let now = now_ms();
     let insert = "INSERT INTO inventory \
-        (title, item_condition, seller, price_cents, stock, version, max_per_buyer, created_at, updated_at) \
-        VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)";
+        (title, item_condition, seller, price_cents, stock, version, max_per_buyer, created_at, updated_at, \
+         sale_starts_at_ms, sale_ends_at_ms, admission_per_second, pass_ttl_seconds, paused, fairness_seed) \
+        VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     let sql = match db.dialect() {
         Dialect::MySql => insert.to_owned(),
         Dialect::Sqlite | Dialect::Postgres => {
@@ -87,7 +131,13 @@ pub async fn create(db: &Database, item: &NewItem) -> Result<Item, sqlx::Error> 
         .bind(item.stock)
         .bind(item.max_per_buyer)
         .bind(now)
-        .bind(now);
+        .bind(now)
+        .bind(item.terms.sale_starts_at_ms)
+        .bind(item.terms.sale_ends_at_ms)
+        .bind(item.terms.admission_per_second)
+        .bind(item.terms.pass_ttl_seconds)
+        .bind(i64::from(item.terms.paused))
+        .bind(new_seed());
     let id: i64 = match db.dialect() {
         Dialect::MySql => query
             .execute(db.pool())
@@ -129,6 +179,86 @@ pub async fn restock(db: &Database, id: ItemId, delta: i64) -> Result<Restocked,
         (0, Some(item)) => Restocked::WouldGoNegative { stock: item.stock },
         (_, Some(item)) => Restocked::Done(item),
     })
+}
+
+/// How an admin changes a drop's terms (`PATCH`): each field left out keeps
+/// its value; `Some(None)` clears an optional one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TermsChange {
+    pub sale_starts_at_ms: Option<Option<i64>>,
+    pub sale_ends_at_ms: Option<Option<i64>>,
+    pub admission_per_second: Option<Option<i64>>,
+    pub pass_ttl_seconds: Option<i64>,
+    pub paused: Option<bool>,
+}
+
+impl TermsChange {
+    pub fn applied_to(&self, terms: DropTerms) -> DropTerms {
+        DropTerms {
+            sale_starts_at_ms: self.sale_starts_at_ms.unwrap_or(terms.sale_starts_at_ms),
+            sale_ends_at_ms: self.sale_ends_at_ms.unwrap_or(terms.sale_ends_at_ms),
+            admission_per_second: self
+                .admission_per_second
+                .unwrap_or(terms.admission_per_second),
+            pass_ttl_seconds: self.pass_ttl_seconds.unwrap_or(terms.pass_ttl_seconds),
+            paused: self.paused.unwrap_or(terms.paused),
+        }
+    }
+}
+
+/// Writes a drop's new terms (bumping the row's version) and returns the
+/// item as it is afterwards; `None` for an unknown item.
+///
+/// # Errors
+/// Database failures.
+pub async fn set_terms(
+    db: &Database,
+    id: ItemId,
+    terms: &DropTerms,
+) -> Result<Option<Item>, sqlx::Error> {
+    let update = "UPDATE inventory SET sale_starts_at_ms = ?, sale_ends_at_ms = ?, admission_per_second = ?, \
+        pass_ttl_seconds = ?, paused = ?, version = version + 1, updated_at = ? WHERE id = ?";
+    let changed = sqlx::query(&db.sql(update))
+        .bind(terms.sale_starts_at_ms)
+        .bind(terms.sale_ends_at_ms)
+        .bind(terms.admission_per_second)
+        .bind(terms.pass_ttl_seconds)
+        .bind(i64::from(terms.paused))
+        .bind(now_ms())
+        .bind(id.get())
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    if changed == 0 {
+        return Ok(None);
+    }
+    get(db, id).await
+}
+
+/// The item's fair-start seed: made at creation (or now, for an item made
+/// before seeds existed), kept secret until the sale starts.
+///
+/// # Errors
+/// Database failures; `RowNotFound` for an unknown item.
+pub async fn fairness_seed(db: &Database, id: ItemId) -> Result<String, sqlx::Error> {
+    let fill = "UPDATE inventory SET fairness_seed = ? WHERE id = ? AND fairness_seed IS NULL";
+    sqlx::query(&db.sql(fill))
+        .bind(new_seed())
+        .bind(id.get())
+        .execute(db.pool())
+        .await?;
+    sqlx::query_scalar::<_, Option<String>>(
+        &db.sql("SELECT fairness_seed FROM inventory WHERE id = ?"),
+    )
+    .bind(id.get())
+    .fetch_optional(db.pool())
+    .await?
+    .flatten()
+    .ok_or(sqlx::Error::RowNotFound)
+}
+
+fn new_seed() -> String {
+    super::random_hex_secret()
 }
 
 /// # Errors
@@ -208,6 +338,7 @@ pub async fn seed_demo(db: &Database) -> Result<usize, sqlx::Error> {
                 price_cents,
                 stock,
                 max_per_buyer,
+                terms: DropTerms::default(),
             },
         )
         .await?;

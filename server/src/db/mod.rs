@@ -11,6 +11,7 @@
 
 pub mod items;
 pub mod orders;
+pub mod queue;
 pub mod settings;
 
 use anyhow::Context;
@@ -177,6 +178,21 @@ fn numbered_placeholders(statement: &str) -> String {
         }
     }
     out
+}
+
+/// 32 random bytes as lowercase hex: a secret (a cookie key, a fair-start
+/// seed).
+pub fn random_hex_secret() -> String {
+    use rand::Rng;
+    use std::fmt::Write as _;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill(&mut bytes);
+    let mut hex = String::with_capacity(64);
+    for byte in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
 }
 
 /// Milliseconds since the Unix epoch: every timestamp column uses them.

@@ -1,33 +1,61 @@
 //! Reading orders: the truth every answer about a key rests on.
 //!
 //! An order row holds everything its 201 answer carried, so the answer is
-//! rebuilt exactly (same body, field for field) whatever cache forgot it.
+//! rebuilt exactly (same body, field for field) whatever cache forgot it,
+//! and everything its request's fingerprint covers (the waiting-room pass
+//! too), so a replay is told apart from a reuse.
 
 use super::Database;
+use crate::records::RequestHash;
 use app::domain::{BuyerId, IdempotencyKey, InvalidValue, ItemId, Quantity};
-use app::model::{OrderStatus, Receipt};
+use app::model::{OrderRequest, OrderStatus, Receipt};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-const COLUMNS: &str = "id, idempotency_key, item_id, qty, unit_price_cents, created_at";
+const COLUMNS: &str = "id, idempotency_key, item_id, qty, unit_price_cents, created_at, queue_pass";
+
+/// An order as the database keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOrder {
+    /// Its 201 answer, as it was given.
+    pub receipt: Receipt,
+    /// The waiting-room pass it was placed with.
+    pub pass: Option<String>,
+}
+
+impl StoredOrder {
+    /// The fingerprint of the request that placed it.
+    pub fn hash(&self) -> RequestHash {
+        RequestHash::of(
+            &OrderRequest {
+                item_id: self.receipt.item_id,
+                qty: self.receipt.qty,
+            },
+            self.pass.as_deref(),
+        )
+    }
+}
 
 fn decode(e: InvalidValue) -> sqlx::Error {
     sqlx::Error::Decode(e.message().into())
 }
 
-fn receipt_from_row(row: &AnyRow) -> Result<Receipt, sqlx::Error> {
+fn order_from_row(row: &AnyRow) -> Result<StoredOrder, sqlx::Error> {
     let qty: i64 = row.try_get("qty")?;
     let unit_price_cents: i64 = row.try_get("unit_price_cents")?;
     let key: String = row.try_get("idempotency_key")?;
-    Ok(Receipt {
-        order_id: row.try_get("id")?,
-        item_id: ItemId::new(row.try_get("item_id")?).map_err(decode)?,
-        qty: Quantity::new(qty).map_err(decode)?,
-        unit_price_cents,
-        total_cents: unit_price_cents * qty,
-        idempotency_key: IdempotencyKey::parse(&key).map_err(decode)?,
-        status: OrderStatus::Confirmed,
-        created_at_ms: row.try_get("created_at")?,
+    Ok(StoredOrder {
+        receipt: Receipt {
+            order_id: row.try_get("id")?,
+            item_id: ItemId::new(row.try_get("item_id")?).map_err(decode)?,
+            qty: Quantity::new(qty).map_err(decode)?,
+            unit_price_cents,
+            total_cents: unit_price_cents * qty,
+            idempotency_key: IdempotencyKey::parse(&key).map_err(decode)?,
+            status: OrderStatus::Confirmed,
+            created_at_ms: row.try_get("created_at")?,
+        },
+        pass: row.try_get("queue_pass")?,
     })
 }
 
@@ -39,7 +67,7 @@ pub async fn by_key(
     db: &Database,
     buyer: &BuyerId,
     key: &IdempotencyKey,
-) -> Result<Option<Receipt>, sqlx::Error> {
+) -> Result<Option<StoredOrder>, sqlx::Error> {
     by_key_with(db, db.pool(), buyer, key).await
 }
 
@@ -52,7 +80,7 @@ pub async fn by_key_with<'c, E>(
     executor: E,
     buyer: &BuyerId,
     key: &IdempotencyKey,
-) -> Result<Option<Receipt>, sqlx::Error>
+) -> Result<Option<StoredOrder>, sqlx::Error>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
@@ -63,7 +91,7 @@ where
         .fetch_optional(executor)
         .await?
         .as_ref()
-        .map(receipt_from_row)
+        .map(order_from_row)
         .transpose()
 }
 
@@ -71,14 +99,14 @@ where
 ///
 /// # Errors
 /// Database failures.
-pub async fn of_buyer(db: &Database, buyer: &BuyerId) -> Result<Vec<Receipt>, sqlx::Error> {
+pub async fn of_buyer(db: &Database, buyer: &BuyerId) -> Result<Vec<StoredOrder>, sqlx::Error> {
     let sql = format!("SELECT {COLUMNS} FROM orders WHERE buyer = ?");
     sqlx::query(&db.sql(&sql))
         .bind(buyer.as_str())
         .fetch_all(db.pool())
         .await?
         .iter()
-        .map(receipt_from_row)
+        .map(order_from_row)
         .collect()
 }
 

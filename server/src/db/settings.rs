@@ -2,8 +2,6 @@
 //! the database itself (`server_settings`).
 
 use super::{Database, Dialect};
-use rand::Rng;
-use std::fmt::Write as _;
 
 /// The secret that signs buyer cookies when `COOKIE_SECRET` is not set.
 pub const COOKIE_SECRET: &str = "cookie_secret";
@@ -14,13 +12,7 @@ pub const COOKIE_SECRET: &str = "cookie_secret";
 /// # Errors
 /// Database failures.
 pub async fn shared_secret(db: &Database, name: &str) -> Result<String, sqlx::Error> {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill(&mut bytes);
-    let mut candidate = String::with_capacity(64);
-    for byte in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(candidate, "{byte:02x}");
-    }
+    let candidate = super::random_hex_secret();
     let insert = match db.dialect() {
         Dialect::Sqlite => "INSERT OR IGNORE INTO server_settings (name, value) VALUES (?, ?)",
         Dialect::MySql => "INSERT IGNORE INTO server_settings (name, value) VALUES (?, ?)",

@@ -77,7 +77,7 @@ impl AnswerStage {
                     .truth(
                         &attempt.buyer,
                         &attempt.key,
-                        &attempt.request,
+                        &claim.hash,
                         claim.proof,
                         claim.records,
                     )

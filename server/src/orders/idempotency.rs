@@ -126,7 +126,7 @@ impl ClaimStage {
             buyer: attempt.buyer.clone(),
             key: attempt.key.clone(),
         };
-        let hash = RequestHash::of(&attempt.request);
+        let hash = attempt.hash();
         let owner = LeaseOwner::new();
         let store = self.records.at(route.records);
         let known_sold_out = route.reserves()
@@ -262,7 +262,7 @@ impl ClaimStage {
             .truth(
                 &attempt.buyer,
                 &attempt.key,
-                &attempt.request,
+                &attempt.hash(),
                 Proof::Unproven,
                 route.records,
             )

@@ -43,7 +43,11 @@ async fn outcome_by_key(
     key: &IdempotencyKey,
 ) -> Result<KeyOutcome, ()> {
     match orders::by_key(db, buyer, key).await {
-        Ok(Some(order)) => return Ok(KeyOutcome::Order { order }),
+        Ok(Some(order)) => {
+            return Ok(KeyOutcome::Order {
+                order: order.receipt,
+            });
+        }
         Ok(None) => {}
         Err(e) => {
             tracing::error!(error = %e, "order lookup failed");

@@ -38,9 +38,10 @@ pub mod strategy;
 use crate::hot_items::HotItems;
 use crate::metrics::{self as m, Metrics};
 use crate::rate_limit::RateLimiter;
-use crate::records::RecordsAt;
+use crate::records::{RecordsAt, RequestHash};
 use crate::reservation::breaker::{Admission, Ticket};
 use crate::reservation::guard::RedisGuard;
+use crate::reservation::queue::QueuePass;
 use answer::AnswerStage;
 use app::checkout::Placement;
 use app::domain::{BuyerId, IdempotencyKey};
@@ -64,6 +65,15 @@ pub struct Attempt {
     pub key: IdempotencyKey,
     pub request: OrderRequest,
     pub strategy: Strategy,
+    /// The waiting-room pass sent with the order (`Queue-Pass`), if any.
+    pub pass: Option<QueuePass>,
+}
+
+impl Attempt {
+    /// The fingerprint its replays must match.
+    pub fn hash(&self) -> RequestHash {
+        RequestHash::of(&self.request, self.pass.as_ref().map(QueuePass::as_str))
+    }
 }
 
 /// How an attempt crosses the layers, decided once when it is admitted.
@@ -281,7 +291,11 @@ impl OrderPipeline {
         let outcome = match self.reserve(&attempt, &route).await {
             Err(refusal) => Outcome::Refused(refusal),
             Ok(held) => {
-                let written = self.stages.ledger.run(&attempt, &route).await;
+                let written = self
+                    .stages
+                    .ledger
+                    .run(&attempt, &route, held.is_some())
+                    .await;
                 self.stages
                     .settle
                     .run(&attempt, &route, held, written)

@@ -34,7 +34,7 @@ use crate::records::{
     KeyScope, RecordError, RecordsAt, RequestHash, StoredResponse, sql::SqlRecords,
 };
 use app::domain::{BuyerId, IdempotencyKey};
-use app::model::{ErrorCode, OrderError, OrderRequest, Receipt};
+use app::model::{ErrorCode, OrderError, Receipt};
 use std::sync::Arc;
 
 pub use crate::records::Proof;
@@ -73,6 +73,15 @@ pub enum Refusal {
     RateLimited {
         retry_in_ms: u128,
     },
+    /// The sale opens later: retry then.
+    SaleNotStarted {
+        starts_in_ms: i64,
+    },
+    SaleEnded,
+    /// The item has a waiting room and no pass came with the order.
+    PassRequired,
+    /// The pass is another buyer's or item's, expired, or used.
+    PassInvalid,
 }
 
 /// Where a stored refusal is kept.
@@ -131,6 +140,26 @@ impl Refusal {
                 ErrorCode::IdempotencyKeyReused,
                 "this Idempotency-Key was already used with a different request",
             ),
+            Self::SaleNotStarted { starts_in_ms } => {
+                let secs = u64::try_from(*starts_in_ms)
+                    .unwrap_or(0)
+                    .div_ceil(1000)
+                    .max(1);
+                OrderError::new(
+                    ErrorCode::SaleNotStarted,
+                    format!("the sale starts in {secs} s"),
+                )
+                .retry_after(secs)
+            }
+            Self::SaleEnded => OrderError::new(ErrorCode::SaleEnded, "the sale has ended"),
+            Self::PassRequired => OrderError::new(
+                ErrorCode::QueuePassRequired,
+                "this item has a waiting room: join it and order with its pass (Queue-Pass)",
+            ),
+            Self::PassInvalid => OrderError::new(
+                ErrorCode::QueuePassInvalid,
+                "this pass is not valid for this buyer and item (another's, expired or used)",
+            ),
             Self::RateLimited { retry_in_ms } => OrderError::new(
                 ErrorCode::RateLimited,
                 format!(
@@ -154,7 +183,10 @@ impl Refusal {
                 available: 0,
                 settled: true,
             }
-            | Self::UnknownItem => Keeping::ClaimStore,
+            | Self::UnknownItem
+            | Self::SaleEnded
+            | Self::PassRequired
+            | Self::PassInvalid => Keeping::ClaimStore,
             _ => Keeping::Durably,
         }
     }
@@ -200,7 +232,7 @@ impl Gate {
         &self,
         buyer: &BuyerId,
         key: &IdempotencyKey,
-        request: &OrderRequest,
+        hash: &RequestHash,
         proof: Proof,
         records: RecordsAt,
     ) -> Result<Truth, RecordError> {
@@ -208,13 +240,11 @@ impl Gate {
             return Ok(Truth::Nothing);
         }
         if let Some(order) = orders::by_key(&self.db, buyer, key).await? {
-            return Ok(
-                if order.item_id == request.item_id && order.qty == request.qty {
-                    Truth::Order(order)
-                } else {
-                    Truth::OtherPayload
-                },
-            );
+            return Ok(if order.hash() == *hash {
+                Truth::Order(order.receipt)
+            } else {
+                Truth::OtherPayload
+            });
         }
         if records == RecordsAt::Database {
             // The claim read these records itself.
@@ -227,7 +257,7 @@ impl Gate {
         Ok(
             match self.sql.kept_answer(&scope, crate::db::now_ms()).await? {
                 None => Truth::Nothing,
-                Some((hash, stored)) if hash == RequestHash::of(request) => Truth::Stored(stored),
+                Some((kept, stored)) if kept == *hash => Truth::Stored(stored),
                 Some(_) => Truth::OtherPayload,
             },
         )
@@ -305,6 +335,20 @@ mod tests {
         assert_eq!(limit.keeping(), Keeping::Durably);
         assert_eq!(Refusal::Unavailable.keeping(), Keeping::Never);
         assert_eq!(Refusal::KeyReused.keeping(), Keeping::Never);
+    }
+
+    #[test]
+    fn a_sale_not_started_says_when_to_retry() {
+        let error = Refusal::SaleNotStarted {
+            starts_in_ms: 1_500,
+        }
+        .error();
+        assert_eq!(error.retry_after_secs, Some(2));
+        assert_eq!(error.code.http_status(), 409);
+        assert_eq!(
+            Refusal::SaleNotStarted { starts_in_ms: 1 }.keeping(),
+            Keeping::Never
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Stage 2: the reservation, strategy A only.
 //!
-//! Takes units from the item's counter as a hold with a deadline. A counter
+//! Takes units from the item's counter as a hold with a deadline, once the
+//! store has checked the sale window (by its own clock) and, for an item
+//! with a waiting room, the buyer's pass. A counter
 //! that is not loaded (first sale, FLUSHALL, restart) is loaded from the
 //! database ([`CounterLoader`]) and never guessed. Sold out and over-limit
 //! requests stop here and never reach the database. An item the memo knows
@@ -145,6 +147,7 @@ impl ReserveStage {
             buyer: attempt.buyer.clone(),
             qty: attempt.request.qty,
             deadline: HoldDeadline::at_ms(crate::db::now_ms() + self.hold_ttl.as_millis() as i64),
+            pass: attempt.pass.clone(),
         };
         for _ in 0..LOAD_ROUNDS {
             let answer = match self.store.reserve(item, &hold).await {
@@ -189,6 +192,22 @@ impl ReserveStage {
                         limit: None,
                         already,
                     });
+                }
+                Reserved::PassRequired => {
+                    count("pass_required");
+                    return Err(Refusal::PassRequired);
+                }
+                Reserved::PassInvalid => {
+                    count("pass_invalid");
+                    return Err(Refusal::PassInvalid);
+                }
+                Reserved::NotStarted { starts_in_ms } => {
+                    count("not_started");
+                    return Err(Refusal::SaleNotStarted { starts_in_ms });
+                }
+                Reserved::Ended => {
+                    count("ended");
+                    return Err(Refusal::SaleEnded);
                 }
                 Reserved::NotLoaded => {
                     count("not_loaded");

@@ -266,6 +266,14 @@ fn refusal_of(refusal: LedgerRefusal) -> Refusal {
         },
         LedgerRefusal::UnknownItem => Refusal::UnknownItem,
         LedgerRefusal::Conflict { attempts } => Refusal::StockConflict { attempts },
+        LedgerRefusal::NotStarted { starts_in_ms } => Refusal::SaleNotStarted { starts_in_ms },
+        LedgerRefusal::Ended => Refusal::SaleEnded,
+        LedgerRefusal::WaitingRoomUnavailable => {
+            tracing::warn!(
+                "an order for an item with a waiting room came around the reservation store"
+            );
+            Refusal::Unavailable
+        }
         LedgerRefusal::Database(e) => {
             tracing::error!(error = %e, "ledger write failed");
             Refusal::Unavailable

@@ -52,12 +52,19 @@ pub struct KeyScope {
 pub struct RequestHash(String);
 
 impl RequestHash {
-    pub fn of(request: &OrderRequest) -> Self {
-        let digest = Sha256::digest(format!(
-            "order:v1:{}:{}",
-            request.item_id,
-            request.qty.get()
-        ));
+    /// The fingerprint of an order's payload: the item, the quantity and,
+    /// for an item with a waiting room, the pass it is placed with (a new
+    /// pass is a new request; retries of the same intent carry the same).
+    pub fn of(request: &OrderRequest, pass: Option<&str>) -> Self {
+        let text = match pass {
+            None => format!("order:v1:{}:{}", request.item_id, request.qty.get()),
+            Some(pass) => format!(
+                "order:v1:{}:{}:pass:{pass}",
+                request.item_id,
+                request.qty.get()
+            ),
+        };
+        let digest = Sha256::digest(text);
         let mut hex = String::with_capacity(2 * digest.len());
         for byte in digest {
             // Writing to a String cannot fail.
@@ -349,12 +356,15 @@ mod tests {
 
     #[test]
     fn the_hash_tells_payloads_apart_and_is_stable() {
-        let hash = |item, qty| RequestHash::of(&request(item, qty));
+        let hash = |item, qty| RequestHash::of(&request(item, qty), None);
         assert_eq!(hash(1, 2), hash(1, 2));
         assert_ne!(hash(1, 2), hash(1, 3));
         assert_ne!(hash(12, 1), hash(1, 2));
         assert_ne!(hash(11, 2), hash(1, 1));
         assert_eq!(hash(1, 1).as_str().len(), 64);
+        let with_pass = RequestHash::of(&request(1, 1), Some("p1"));
+        assert_ne!(with_pass, hash(1, 1), "the pass is part of the payload");
+        assert_ne!(with_pass, RequestHash::of(&request(1, 1), Some("p2")));
     }
 
     #[test]

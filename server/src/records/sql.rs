@@ -188,11 +188,9 @@ impl SqlRecords {
     ) -> Result<Vec<DurableAnswer>, RecordError> {
         let mut answers = Vec::new();
         let mut ordered = HashSet::new();
-        for receipt in orders::of_buyer(&self.db, buyer).await? {
-            let hash = RequestHash::of(&app::model::OrderRequest {
-                item_id: receipt.item_id,
-                qty: receipt.qty,
-            });
+        for order in orders::of_buyer(&self.db, buyer).await? {
+            let hash = order.hash();
+            let receipt = order.receipt;
             let body = serde_json::to_string(&receipt)
                 .map_err(|e| RecordError(format!("receipt does not serialize: {e}")))?;
             ordered.insert(receipt.idempotency_key.clone());

@@ -92,15 +92,7 @@ impl CounterLoader {
         let committed = self.committed_holds(item).await?;
         let counter = self
             .store
-            .load(
-                item,
-                CounterSeed {
-                    stock: row.stock,
-                    version: row.version,
-                    max_per_buyer: row.max_per_buyer,
-                },
-                &committed,
-            )
+            .load(item, CounterSeed::of(&row), &committed)
             .await?;
         tracing::info!(%item, counter, db_stock = row.stock, committed_holds = committed.len(), "loaded reservation counter from the database");
         Ok(())

@@ -6,6 +6,10 @@
 //! bottleneck. State is lost on restart, which the contract allows: counters
 //! are reloaded from the database on the next order.
 
+use super::queue::{
+    Admitted, Joined, LineEntry, PassState, PassView, QueuePass, QueueRead, QueueStats,
+    QueueTicket, QueueView, SaleTerms, WaitingRoom,
+};
 use super::{
     Confirmed, CounterSeed, Hold, HoldToken, REAP_BATCH, REAPED_MEMORY_SECS, Reaped, Reconciled,
     ReservationStore, Reserved, StoreError,
@@ -19,6 +23,70 @@ struct HeldUnits {
     qty: i64,
     buyer: BuyerId,
     deadline: i64,
+    pass: Option<QueuePass>,
+}
+
+#[derive(Debug, Clone)]
+struct Pass {
+    buyer: BuyerId,
+    expires_at_ms: i64,
+    state: PassState,
+}
+
+/// A place in the line, ordered as the Redis sorted set orders it: by
+/// place, then by ticket. Places are never negative, so their bits order
+/// like the numbers.
+type LineKey = (u64, QueueTicket);
+
+#[derive(Debug, Default)]
+struct WaitingRoomState {
+    loaded: bool,
+    line: BTreeSet<LineKey>,
+    place_of: HashMap<QueueTicket, u64>,
+    tickets: HashMap<BuyerId, QueueTicket>,
+    ticket_buyers: HashMap<QueueTicket, BuyerId>,
+    passes: HashMap<QueuePass, Pass>,
+    open: BTreeSet<(i64, QueuePass)>,
+    pass_of: HashMap<BuyerId, QueuePass>,
+    tokens: f64,
+    last_ms: Option<i64>,
+    passes_used: u64,
+    passes_expired: u64,
+}
+
+impl WaitingRoomState {
+    fn enqueue(&mut self, ticket: QueueTicket, place: f64) {
+        let bits = place.max(0.0).to_bits();
+        if let Some(old) = self.place_of.insert(ticket.clone(), bits) {
+            self.line.remove(&(old, ticket.clone()));
+        }
+        self.line.insert((bits, ticket));
+    }
+
+    fn rank(&self, ticket: &QueueTicket) -> Option<u64> {
+        let bits = *self.place_of.get(ticket)?;
+        Some(self.line.range(..(bits, ticket.clone())).count() as u64)
+    }
+
+    /// A pass held by an order goes back to open (until it expires).
+    fn reopen(&mut self, pass: &QueuePass) {
+        if let Some(p) = self.passes.get_mut(pass)
+            && p.state == PassState::Held
+        {
+            p.state = PassState::Open;
+            self.open.insert((p.expires_at_ms, pass.clone()));
+        }
+    }
+
+    fn use_up(&mut self, pass: &QueuePass) {
+        if let Some(p) = self.passes.get_mut(pass)
+            && p.state != PassState::Used
+        {
+            p.state = PassState::Used;
+            self.open.remove(&(p.expires_at_ms, pass.clone()));
+            self.passes_used += 1;
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -32,6 +100,10 @@ struct ItemState {
     buyers: HashMap<BuyerId, i64>,
     /// Reaped holds with the time they were reaped, for a late confirm.
     reaped: HashMap<HoldToken, (HeldUnits, i64)>,
+    terms: SaleTerms,
+    /// The row version the terms were read at; `None` before any.
+    terms_version: Option<i64>,
+    room: WaitingRoomState,
 }
 
 impl ItemState {
@@ -45,7 +117,25 @@ impl ItemState {
                 self.buyers.remove(&units.buyer);
             }
         }
+        if let Some(pass) = &units.pass {
+            self.room.reopen(pass);
+        }
     }
+
+    fn set_terms(&mut self, terms: &SaleTerms, version: i64) -> bool {
+        if self.terms_version.is_some_and(|current| current > version) {
+            return false;
+        }
+        self.terms = *terms;
+        self.terms_version = Some(version);
+        true
+    }
+}
+
+/// This process's clock, which the embedded store judges windows and passes
+/// by (Redis uses its own).
+fn now_ms() -> i64 {
+    crate::db::now_ms()
 }
 
 #[derive(Debug, Default)]
@@ -81,10 +171,38 @@ impl ReservationStore for InProcessStore {
         let Some(stock) = state.stock else {
             return Ok(Reserved::NotLoaded);
         };
+        let now = now_ms();
+        if let Some(starts) = state.terms.starts_at_ms
+            && now < starts
+        {
+            return Ok(Reserved::NotStarted {
+                starts_in_ms: starts - now,
+            });
+        }
+        if state.terms.ends_at_ms.is_some_and(|ends| now >= ends) {
+            return Ok(Reserved::Ended);
+        }
         if state.holds.contains_key(&hold.token) {
             return Ok(Reserved::AlreadyHeld);
         }
         let qty = i64::from(hold.qty.get());
+        let pass = match (&state.terms.waiting_room, &hold.pass) {
+            (None, _) => None,
+            (Some(_), None) => return Ok(Reserved::PassRequired),
+            (Some(_), Some(pass)) => {
+                let valid = state.room.passes.get(pass).is_some_and(|p| {
+                    p.buyer == hold.buyer && p.state == PassState::Open && p.expires_at_ms > now
+                });
+                if !valid {
+                    return Ok(Reserved::PassInvalid);
+                }
+                if state.max_per_buyer == 0 && qty > 1 {
+                    // A pass admits one unit unless the item sets a limit.
+                    return Ok(Reserved::LimitExceeded { already: 0 });
+                }
+                Some(pass.clone())
+            }
+        };
         if stock < qty {
             return Ok(Reserved::SoldOut {
                 available: stock.max(0),
@@ -100,12 +218,19 @@ impl ReservationStore for InProcessStore {
         }
         let remaining = stock - qty;
         state.stock = Some(remaining);
+        if let Some(pass) = &pass
+            && let Some(p) = state.room.passes.get_mut(pass)
+        {
+            p.state = PassState::Held;
+            state.room.open.remove(&(p.expires_at_ms, pass.clone()));
+        }
         state.holds.insert(
             hold.token.clone(),
             HeldUnits {
                 qty,
                 buyer: hold.buyer.clone(),
                 deadline: hold.deadline.as_ms(),
+                pass,
             },
         );
         state
@@ -132,6 +257,7 @@ impl ReservationStore for InProcessStore {
         }
         let held: i64 = state.holds.values().map(|h| h.qty).sum();
         let counter = seed.stock - held;
+        state.set_terms(&seed.terms, seed.version);
         state.stock = Some(counter);
         state.loaded_version = seed.version;
         state.max_per_buyer = seed.max_per_buyer.unwrap_or(0);
@@ -145,6 +271,9 @@ impl ReservationStore for InProcessStore {
         };
         if let Some(units) = state.holds.remove(token) {
             state.deadlines.remove(&(units.deadline, token.clone()));
+            if let Some(pass) = &units.pass {
+                state.room.use_up(pass);
+            }
             return Ok(Confirmed::HoldEnded);
         }
         let Some((units, _)) = state.reaped.remove(token) else {
@@ -154,7 +283,10 @@ impl ReservationStore for InProcessStore {
             *stock -= units.qty;
         }
         if state.max_per_buyer > 0 {
-            *state.buyers.entry(units.buyer).or_default() += units.qty;
+            *state.buyers.entry(units.buyer.clone()).or_default() += units.qty;
+        }
+        if let Some(pass) = &units.pass {
+            state.room.use_up(pass);
         }
         Ok(Confirmed::TakenAfterReap)
     }
@@ -281,5 +413,203 @@ impl ReservationStore for InProcessStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl WaitingRoom for InProcessStore {
+    async fn set_terms(
+        &self,
+        item: ItemId,
+        terms: &SaleTerms,
+        version: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .entry(item)
+            .or_default()
+            .set_terms(terms, version))
+    }
+
+    async fn join(
+        &self,
+        item: ItemId,
+        buyer: &BuyerId,
+        ticket: &QueueTicket,
+        place: f64,
+    ) -> Result<Joined, StoreError> {
+        let mut items = self.lock();
+        let room = &mut items.entry(item).or_default().room;
+        if !room.loaded {
+            return Ok(Joined::LineNotLoaded);
+        }
+        if let Some(existing) = room.tickets.get(buyer) {
+            return Ok(Joined::In {
+                ticket: existing.clone(),
+                new: false,
+            });
+        }
+        room.tickets.insert(buyer.clone(), ticket.clone());
+        room.ticket_buyers.insert(ticket.clone(), buyer.clone());
+        room.enqueue(ticket.clone(), place);
+        Ok(Joined::In {
+            ticket: ticket.clone(),
+            new: true,
+        })
+    }
+
+    async fn load_line(&self, item: ItemId, entries: &[LineEntry]) -> Result<bool, StoreError> {
+        let mut items = self.lock();
+        let room = &mut items.entry(item).or_default().room;
+        if room.loaded {
+            return Ok(false);
+        }
+        for entry in entries {
+            room.tickets
+                .insert(entry.buyer.clone(), entry.ticket.clone());
+            room.ticket_buyers
+                .insert(entry.ticket.clone(), entry.buyer.clone());
+            if entry.in_line {
+                room.enqueue(entry.ticket.clone(), entry.place);
+            }
+        }
+        room.loaded = true;
+        Ok(true)
+    }
+
+    async fn admit(&self, item: ItemId, candidates: &[QueuePass]) -> Result<Admitted, StoreError> {
+        let mut items = self.lock();
+        let state = items.entry(item).or_default();
+        let Some(rate) = state.terms.waiting_room else {
+            return Ok(Admitted::NoWaitingRoom);
+        };
+        if !state.room.loaded {
+            return Ok(Admitted::LineNotLoaded);
+        }
+        let Some(stock) = state.stock else {
+            return Ok(Admitted::CounterNotLoaded);
+        };
+        let now = now_ms();
+        let room = &mut state.room;
+        let expired: Vec<(i64, QueuePass)> = room
+            .open
+            .iter()
+            .take_while(|(expires, _)| *expires <= now)
+            .cloned()
+            .collect();
+        for entry in &expired {
+            room.open.remove(entry);
+            if let Some(pass) = room.passes.remove(&entry.1) {
+                room.pass_of.remove(&pass.buyer);
+                if let Some(ticket) = room.tickets.get(&pass.buyer).cloned() {
+                    room.enqueue(ticket, now as f64);
+                }
+            }
+        }
+        room.passes_expired += expired.len() as u64;
+        let terms = state.terms;
+        let closed = terms.paused
+            || terms.starts_at_ms.is_some_and(|s| now < s)
+            || terms.ends_at_ms.is_some_and(|e| now >= e);
+        if closed {
+            room.tokens = 0.0;
+            room.last_ms = Some(now);
+            return Ok(Admitted::Done {
+                admitted: 0,
+                expired: expired.len() as u64,
+            });
+        }
+        let per_second = f64::from(rate.per_second);
+        let last = room.last_ms.unwrap_or(now);
+        let capacity = (per_second / 20.0).max(1.0);
+        let tokens = (room.tokens + (now - last) as f64 * per_second / 1000.0).min(capacity);
+        let units = state.max_per_buyer.max(1);
+        let possible = (stock / units - room.open.len() as i64).max(0) as usize;
+        let n = (tokens.floor() as usize)
+            .min(possible)
+            .min(room.line.len())
+            .min(candidates.len());
+        let expires = now + i64::from(rate.pass_ttl_secs) * 1000;
+        for pass in candidates.iter().take(n) {
+            let Some(first) = room.line.pop_first() else {
+                break;
+            };
+            room.place_of.remove(&first.1);
+            if let Some(buyer) = room.ticket_buyers.get(&first.1).cloned() {
+                room.passes.insert(
+                    pass.clone(),
+                    Pass {
+                        buyer: buyer.clone(),
+                        expires_at_ms: expires,
+                        state: PassState::Open,
+                    },
+                );
+                room.open.insert((expires, pass.clone()));
+                room.pass_of.insert(buyer, pass.clone());
+            }
+        }
+        room.tokens = tokens - n as f64;
+        room.last_ms = Some(now);
+        Ok(Admitted::Done {
+            admitted: n as u64,
+            expired: expired.len() as u64,
+        })
+    }
+
+    async fn queue_view(&self, item: ItemId, buyer: &BuyerId) -> Result<QueueRead, StoreError> {
+        let items = self.lock();
+        let Some(state) = items.get(&item) else {
+            return Ok(QueueRead::LineNotLoaded);
+        };
+        if !state.room.loaded {
+            return Ok(QueueRead::LineNotLoaded);
+        }
+        let Some(stock) = state.stock else {
+            return Ok(QueueRead::CounterNotLoaded);
+        };
+        let Some(ticket) = state.room.tickets.get(buyer) else {
+            return Ok(QueueRead::NotJoined);
+        };
+        let now = now_ms();
+        let pass = state.room.pass_of.get(buyer).and_then(|pass| {
+            state.room.passes.get(pass).map(|p| PassView {
+                pass: pass.clone(),
+                state: p.state,
+                expires_at_ms: p.expires_at_ms,
+            })
+        });
+        Ok(QueueRead::Joined(QueueView {
+            ticket: ticket.clone(),
+            rank: state.room.rank(ticket),
+            pass,
+            sold_out: stock <= 0 && state.holds.is_empty(),
+            ended: state.terms.ends_at_ms.is_some_and(|e| now >= e),
+            before_start: state.terms.starts_at_ms.is_some_and(|s| now < s),
+            paused: state.terms.paused,
+            per_second: state.terms.waiting_room.map_or(0, |w| w.per_second),
+            now_ms: now,
+        }))
+    }
+
+    async fn queue_stats(&self, item: ItemId) -> Result<QueueStats, StoreError> {
+        Ok(self
+            .lock()
+            .get(&item)
+            .map(|state| QueueStats {
+                waiting: state.room.line.len() as u64,
+                open_passes: state.room.open.len() as u64,
+                passes_used: state.room.passes_used,
+                passes_expired: state.room.passes_expired,
+            })
+            .unwrap_or_default())
+    }
+
+    async fn items_with_waiting_rooms(&self) -> Result<Vec<ItemId>, StoreError> {
+        Ok(self
+            .lock()
+            .iter()
+            .filter(|(_, state)| state.terms.waiting_room.is_some())
+            .map(|(id, _)| *id)
+            .collect())
     }
 }

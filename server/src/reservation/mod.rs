@@ -17,18 +17,21 @@
 //! [`memo::SoldOutMemo`] remembers for a moment that an item has nothing
 //! left, [`guard::RedisGuard`] keeps the circuit breaker's books when the
 //! store is Redis, and the [`reaper`] and [`reconcile`] tasks keep the
-//! counters honest.
+//! counters honest. Each store also keeps the item's sale terms and its
+//! waiting room ([`queue`]), beside the counter the admission must see.
 
 pub mod breaker;
 pub mod guard;
 pub mod loader;
 pub mod memo;
 pub mod memory;
+pub mod queue;
 pub mod reaper;
 pub mod reconcile;
 pub mod redis;
 
 use app::domain::{BuyerId, IdempotencyKey, ItemId, Quantity};
+use queue::{QueuePass, SaleTerms, WaitingRoom};
 use std::fmt;
 
 /// Identifies one hold: the buyer and their idempotency key, so a retry of
@@ -89,6 +92,9 @@ pub struct Hold {
     pub buyer: BuyerId,
     pub qty: Quantity,
     pub deadline: HoldDeadline,
+    /// The waiting-room pass the buyer presented (items with a waiting room
+    /// take orders only with one).
+    pub pass: Option<QueuePass>,
 }
 
 /// The answer of [`ReservationStore::reserve`].
@@ -105,6 +111,14 @@ pub enum Reserved {
     LimitExceeded { already: i64 },
     /// No counter for the item: load it from the database and try again.
     NotLoaded,
+    /// The item has a waiting room and no pass was presented.
+    PassRequired,
+    /// The pass is another buyer's or item's, expired, used, or unknown.
+    PassInvalid,
+    /// The sale starts later (by the store's clock).
+    NotStarted { starts_in_ms: i64 },
+    /// The sale has ended.
+    Ended,
 }
 
 /// The answer of [`ReservationStore::confirm`].
@@ -124,6 +138,29 @@ pub struct CounterSeed {
     pub stock: i64,
     pub version: i64,
     pub max_per_buyer: Option<i64>,
+    /// Written with the counter: no order is taken under missing terms.
+    pub terms: SaleTerms,
+}
+
+impl CounterSeed {
+    /// The seed of an item as the database has it.
+    pub fn of(item: &app::model::Item) -> Self {
+        let secs = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
+        Self {
+            stock: item.stock,
+            version: item.version,
+            max_per_buyer: item.max_per_buyer,
+            terms: SaleTerms {
+                starts_at_ms: item.sale_starts_at_ms,
+                ends_at_ms: item.sale_ends_at_ms,
+                waiting_room: item.admission_per_second.map(|rate| queue::AdmissionRate {
+                    per_second: secs(rate),
+                    pass_ttl_secs: secs(item.pass_ttl_seconds),
+                }),
+                paused: item.paused,
+            },
+        }
+    }
 }
 
 /// The answer of [`ReservationStore::reconcile`].
@@ -167,13 +204,15 @@ pub const REAP_BATCH: u32 = 500;
 /// deadline can take its units again instead of leaving phantom stock.
 pub const REAPED_MEMORY_SECS: u64 = 3_600;
 
-/// The reservation contract. Every method is atomic per item.
+/// The reservation contract (with the waiting room's, [`WaitingRoom`]).
+/// Every method is atomic per item.
 #[async_trait::async_trait]
-pub trait ReservationStore: Send + Sync + 'static {
+pub trait ReservationStore: WaitingRoom {
     /// `redis`, `redis-cluster` or `in-process`, for readiness and metrics.
     fn kind(&self) -> &'static str;
 
-    /// Checks stock and the per-buyer limit and takes `hold.qty` units.
+    /// Checks the sale window, the pass (items with a waiting room), stock
+    /// and the per-buyer limit and takes `hold.qty` units.
     ///
     /// # Errors
     /// The store cannot be reached or answered nonsense.

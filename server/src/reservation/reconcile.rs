@@ -55,11 +55,7 @@ pub async fn reconcile_all(
             .increment(reaped.given_back);
         let mut outcome = Reconciled::NotLoaded;
         let mut version = item.version;
-        let mut seed = CounterSeed {
-            stock: item.stock,
-            version: item.version,
-            max_per_buyer: item.max_per_buyer,
-        };
+        let mut seed = CounterSeed::of(&item);
         for _ in 0..ATTEMPTS {
             outcome = store.reconcile(item.id, seed).await?;
             let Some(now) = items::get(db, item.id).await? else {
@@ -69,11 +65,7 @@ pub async fn reconcile_all(
                 break;
             }
             version = now.version;
-            seed = CounterSeed {
-                stock: now.stock,
-                version: now.version,
-                max_per_buyer: now.max_per_buyer,
-            };
+            seed = CounterSeed::of(&now);
         }
         match outcome {
             Reconciled::NotLoaded => report.not_loaded += 1,

@@ -7,21 +7,33 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `p inv:{42}:stock` | string | units neither held nor sold |
-//! | `p inv:{42}:holds` | hash | token → `qty:buyer` |
+//! | `p inv:{42}:holds` | hash | token → `qty:buyer[:pass]` |
 //! | `p inv:{42}:deadlines` | sorted set | token → deadline (ms) |
 //! | `p inv:{42}:buyers` | hash | buyer → units held or bought (limited items) |
-//! | `p inv:{42}:meta` | hash | `version` of the load, `max_per_buyer` |
-//! | `p inv:{42}:reaped` | hash | reaped token → `qty:buyer`, for a late confirm |
+//! | `p inv:{42}:meta` | hash | `version` of the load, `max_per_buyer`, the sale terms (`starts`, `ends`, `queued`, `rate`, `ttl`, `paused`, `terms_version`), the waiting room's `queue_loaded`, token bucket (`tokens`, `last_ms`) and counts (`passes_used`, `passes_expired`) |
+//! | `p inv:{42}:reaped` | hash | reaped token → `qty:buyer[:pass]`, for a late confirm |
+//! | `p inv:{42}:passes` | hash | waiting-room pass → `buyer|expires_ms|state` |
+//! | `p inv:{42}:open` | sorted set | open pass → expiry (ms) |
+//! | `p inv:{42}:pass_of` | hash | buyer → pass |
+//! | `p inv:{42}:line` | sorted set | ticket → place in the waiting room |
+//! | `p inv:{42}:tickets` | hash | buyer → ticket |
+//! | `p inv:{42}:ticket_buyers` | hash | ticket → buyer |
 //! | `p inv:holding` | set | ids of items that may have holds (the reaper's worklist) |
+//! | `p inv:queues` | set | ids of items with a waiting room (the admitter's worklist) |
 //!
 //! The `{42}` hash tag puts every key of an item in one cluster slot, so each
 //! script touches one slot. The worklist is a separate single-key command.
 
+use super::queue::{
+    Admitted, Joined, LineEntry, PassState, PassView, QueuePass, QueueRead, QueueStats,
+    QueueTicket, QueueView, SaleTerms, WaitingRoom,
+};
 use super::{
     Confirmed, CounterSeed, Hold, HoldToken, REAP_BATCH, REAPED_MEMORY_SECS, Reaped, Reconciled,
     ReservationStore, Reserved, StoreError,
 };
 use crate::redis_conn::RedisConn;
+use app::domain::BuyerId;
 use app::domain::ItemId;
 use redis::{AsyncCommands, RedisError, Script};
 use std::sync::LazyLock;
@@ -34,6 +46,11 @@ struct Scripts {
     load: Script,
     restock: Script,
     reconcile: Script,
+    terms: Script,
+    queue_join: Script,
+    queue_load: Script,
+    queue_admit: Script,
+    queue_status: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -44,6 +61,11 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     load: Script::new(include_str!("../../../lua/load.lua")),
     restock: Script::new(include_str!("../../../lua/restock.lua")),
     reconcile: Script::new(include_str!("../../../lua/reconcile.lua")),
+    terms: Script::new(include_str!("../../../lua/terms.lua")),
+    queue_join: Script::new(include_str!("../../../lua/queue_join.lua")),
+    queue_load: Script::new(include_str!("../../../lua/queue_load.lua")),
+    queue_admit: Script::new(include_str!("../../../lua/queue_admit.lua")),
+    queue_status: Script::new(include_str!("../../../lua/queue_status.lua")),
 });
 
 /// The keys of one item.
@@ -54,6 +76,12 @@ struct ItemKeys {
     buyers: String,
     meta: String,
     reaped: String,
+    passes: String,
+    open: String,
+    pass_of: String,
+    line: String,
+    tickets: String,
+    ticket_buyers: String,
 }
 
 pub struct RedisStore {
@@ -79,11 +107,21 @@ impl RedisStore {
             buyers: format!("{base}:buyers"),
             meta: format!("{base}:meta"),
             reaped: format!("{base}:reaped"),
+            passes: format!("{base}:passes"),
+            open: format!("{base}:open"),
+            pass_of: format!("{base}:pass_of"),
+            line: format!("{base}:line"),
+            tickets: format!("{base}:tickets"),
+            ticket_buyers: format!("{base}:ticket_buyers"),
         }
     }
 
     fn worklist_key(&self) -> String {
         format!("{}inv:holding", self.prefix)
+    }
+
+    fn queues_key(&self) -> String {
+        format!("{}inv:queues", self.prefix)
     }
 
     fn conn(&self) -> RedisConn {
@@ -111,8 +149,9 @@ impl ReservationStore for RedisStore {
         }
     }
 
-    /// Runs `lua/reserve.lua` (KEYS stock, holds, deadlines, buyers, meta;
-    /// ARGV token, buyer, qty, deadline); when it took a hold, lists the item
+    /// Runs `lua/reserve.lua` (KEYS stock, holds, deadlines, buyers, meta,
+    /// passes, open; ARGV token, buyer, qty, deadline, pass); when it took a
+    /// hold, lists the item
     /// for the reaper (`SADD`, a separate command: the worklist lives in
     /// another cluster slot). A refusal (sold out, limit) costs one round
     /// trip. A hold whose listing failed is given back; a hold left unlisted
@@ -128,10 +167,13 @@ impl ReservationStore for RedisStore {
             .key(&k.deadlines)
             .key(&k.buyers)
             .key(&k.meta)
+            .key(&k.passes)
+            .key(&k.open)
             .arg(hold.token.as_str())
             .arg(hold.buyer.as_str())
             .arg(hold.qty.get())
             .arg(hold.deadline.as_ms())
+            .arg(hold.pass.as_ref().map_or("", QueuePass::as_str))
             .invoke_async(&mut conn)
             .await
             .map_err(store_error)?;
@@ -144,6 +186,12 @@ impl ReservationStore for RedisStore {
             },
             -1 => Reserved::NotLoaded,
             -2 => Reserved::LimitExceeded { already: value },
+            -3 => Reserved::PassRequired,
+            -4 => Reserved::PassInvalid,
+            -5 => Reserved::NotStarted {
+                starts_in_ms: value,
+            },
+            -6 => Reserved::Ended,
             other => {
                 return Err(StoreError::Protocol(format!(
                     "reserve returned status {other}"
@@ -161,7 +209,7 @@ impl ReservationStore for RedisStore {
     }
 
     /// Runs `lua/load.lua` (KEYS stock, holds, meta, deadlines; ARGV stock,
-    /// version, max_per_buyer, committed tokens...).
+    /// version, max_per_buyer, the six terms, committed tokens...).
     async fn load(
         &self,
         item: ItemId,
@@ -177,6 +225,9 @@ impl ReservationStore for RedisStore {
             .arg(seed.stock)
             .arg(seed.version)
             .arg(seed.max_per_buyer.unwrap_or(0));
+        for term in terms_args(&seed.terms) {
+            invocation.arg(term);
+        }
         for token in committed {
             invocation.arg(token.as_str());
         }
@@ -184,6 +235,7 @@ impl ReservationStore for RedisStore {
             .invoke_async(&mut self.conn())
             .await
             .map_err(store_error)?;
+        self.list_waiting_room(item, &seed.terms).await?;
         Ok(counter)
     }
 
@@ -197,7 +249,7 @@ impl ReservationStore for RedisStore {
     }
 
     /// Runs `lua/confirm.lua` (KEYS stock, holds, deadlines, buyers, meta,
-    /// reaped; ARGV token).
+    /// reaped, passes, open; ARGV token).
     async fn confirm(&self, item: ItemId, token: &HoldToken) -> Result<Confirmed, StoreError> {
         let k = self.keys(item);
         let status: i64 = SCRIPTS
@@ -208,6 +260,8 @@ impl ReservationStore for RedisStore {
             .key(&k.buyers)
             .key(&k.meta)
             .key(&k.reaped)
+            .key(&k.passes)
+            .key(&k.open)
             .arg(token.as_str())
             .invoke_async(&mut self.conn())
             .await
@@ -220,8 +274,8 @@ impl ReservationStore for RedisStore {
         }
     }
 
-    /// Runs `lua/release.lua` (KEYS stock, holds, deadlines, buyers, reaped;
-    /// ARGV token).
+    /// Runs `lua/release.lua` (KEYS stock, holds, deadlines, buyers, reaped,
+    /// passes, open; ARGV token).
     async fn release(&self, item: ItemId, token: &HoldToken) -> Result<bool, StoreError> {
         let k = self.keys(item);
         let given_back: i64 = SCRIPTS
@@ -231,6 +285,8 @@ impl ReservationStore for RedisStore {
             .key(&k.deadlines)
             .key(&k.buyers)
             .key(&k.reaped)
+            .key(&k.passes)
+            .key(&k.open)
             .arg(token.as_str())
             .invoke_async(&mut self.conn())
             .await
@@ -238,8 +294,8 @@ impl ReservationStore for RedisStore {
         Ok(given_back == 1)
     }
 
-    /// Runs `lua/reap.lua` (KEYS stock, holds, deadlines, buyers, reaped;
-    /// ARGV now, batch, memory) until a batch comes back short, then drops the
+    /// Runs `lua/reap.lua` (KEYS stock, holds, deadlines, buyers, reaped,
+    /// passes, open; ARGV now, batch, memory) until a batch comes back short, then drops the
     /// item from the worklist if it has no hold left. A hold added between
     /// the check and the removal is caught by checking again afterwards.
     async fn reap(&self, item: ItemId, now_ms: i64) -> Result<Reaped, StoreError> {
@@ -254,6 +310,8 @@ impl ReservationStore for RedisStore {
                 .key(&k.deadlines)
                 .key(&k.buyers)
                 .key(&k.reaped)
+                .key(&k.passes)
+                .key(&k.open)
                 .arg(now_ms)
                 .arg(REAP_BATCH)
                 .arg(REAPED_MEMORY_SECS)
@@ -374,4 +432,254 @@ impl ReservationStore for RedisStore {
             Err(StoreError::Protocol(format!("PING answered {pong}")))
         }
     }
+}
+
+/// The terms as `lua/terms.lua` and `lua/load.lua` take them: start, end
+/// ('' when none), waiting room, rate, pass lifetime, paused.
+fn terms_args(terms: &SaleTerms) -> [String; 6] {
+    let ms = |v: Option<i64>| v.map(|ms| ms.to_string()).unwrap_or_default();
+    let flag = |on: bool| if on { "1" } else { "0" }.to_owned();
+    let (rate, ttl) = terms
+        .waiting_room
+        .map_or((0, 120), |w| (w.per_second, w.pass_ttl_secs));
+    [
+        ms(terms.starts_at_ms),
+        ms(terms.ends_at_ms),
+        flag(terms.waiting_room.is_some()),
+        rate.to_string(),
+        ttl.to_string(),
+        flag(terms.paused),
+    ]
+}
+
+impl RedisStore {
+    /// Keeps the admitter's worklist: items whose terms have a waiting room.
+    async fn list_waiting_room(&self, item: ItemId, terms: &SaleTerms) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let _: i64 = if terms.waiting_room.is_some() {
+            conn.sadd(self.queues_key(), item.get()).await
+        } else {
+            conn.srem(self.queues_key(), item.get()).await
+        }
+        .map_err(store_error)?;
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl WaitingRoom for RedisStore {
+    /// Runs `lua/terms.lua` (KEYS meta; ARGV version, the six terms).
+    async fn set_terms(
+        &self,
+        item: ItemId,
+        terms: &SaleTerms,
+        version: i64,
+    ) -> Result<bool, StoreError> {
+        let k = self.keys(item);
+        let mut invocation = SCRIPTS.terms.key(&k.meta);
+        invocation.arg(version);
+        for term in terms_args(terms) {
+            invocation.arg(term);
+        }
+        let applied: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        self.list_waiting_room(item, terms).await?;
+        Ok(applied == 1)
+    }
+
+    /// Runs `lua/queue_join.lua` (KEYS meta, line, tickets, ticket_buyers;
+    /// ARGV buyer, ticket, place).
+    async fn join(
+        &self,
+        item: ItemId,
+        buyer: &BuyerId,
+        ticket: &QueueTicket,
+        place: f64,
+    ) -> Result<Joined, StoreError> {
+        let k = self.keys(item);
+        let (status, ticket): (i64, String) = SCRIPTS
+            .queue_join
+            .key(&k.meta)
+            .key(&k.line)
+            .key(&k.tickets)
+            .key(&k.ticket_buyers)
+            .arg(buyer.as_str())
+            .arg(ticket.as_str())
+            .arg(place)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(match status {
+            -1 => Joined::LineNotLoaded,
+            new => Joined::In {
+                ticket: QueueTicket::from_stored(ticket),
+                new: new == 1,
+            },
+        })
+    }
+
+    /// Runs `lua/queue_load.lua` (KEYS meta, line, tickets, ticket_buyers;
+    /// ARGV buyer, ticket, place, in line, per ticket).
+    async fn load_line(&self, item: ItemId, entries: &[LineEntry]) -> Result<bool, StoreError> {
+        let k = self.keys(item);
+        let mut invocation = SCRIPTS.queue_load.key(&k.meta);
+        invocation
+            .key(&k.line)
+            .key(&k.tickets)
+            .key(&k.ticket_buyers);
+        for entry in entries {
+            invocation
+                .arg(entry.buyer.as_str())
+                .arg(entry.ticket.as_str())
+                .arg(entry.place)
+                .arg(if entry.in_line { "1" } else { "0" });
+        }
+        let loaded: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(loaded == 1)
+    }
+
+    /// Runs `lua/queue_admit.lua` (KEYS stock, meta, line, tickets,
+    /// ticket_buyers, passes, open, pass_of; ARGV candidate passes).
+    async fn admit(&self, item: ItemId, candidates: &[QueuePass]) -> Result<Admitted, StoreError> {
+        let k = self.keys(item);
+        let mut invocation = SCRIPTS.queue_admit.key(&k.stock);
+        invocation
+            .key(&k.meta)
+            .key(&k.line)
+            .key(&k.tickets)
+            .key(&k.ticket_buyers)
+            .key(&k.passes)
+            .key(&k.open)
+            .key(&k.pass_of);
+        for pass in candidates {
+            invocation.arg(pass.as_str());
+        }
+        let (admitted, expired): (i64, i64) = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(match admitted {
+            -1 => Admitted::LineNotLoaded,
+            -2 => Admitted::CounterNotLoaded,
+            n => Admitted::Done {
+                admitted: n.max(0) as u64,
+                expired: expired.max(0) as u64,
+            },
+        })
+    }
+
+    /// Runs `lua/queue_status.lua` (KEYS stock, holds, meta, line, tickets,
+    /// passes, pass_of; ARGV buyer).
+    async fn queue_view(&self, item: ItemId, buyer: &BuyerId) -> Result<QueueRead, StoreError> {
+        let k = self.keys(item);
+        #[allow(clippy::type_complexity)]
+        let answer: (
+            i64,
+            String,
+            i64,
+            String,
+            String,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+        ) = SCRIPTS
+            .queue_status
+            .key(&k.stock)
+            .key(&k.holds)
+            .key(&k.meta)
+            .key(&k.line)
+            .key(&k.tickets)
+            .key(&k.passes)
+            .key(&k.pass_of)
+            .arg(buyer.as_str())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        let (
+            status,
+            ticket,
+            rank,
+            pass,
+            state,
+            expires,
+            sold_out,
+            ended,
+            before,
+            paused,
+            rate,
+            now,
+        ) = answer;
+        Ok(match status {
+            -1 => QueueRead::LineNotLoaded,
+            -2 => QueueRead::CounterNotLoaded,
+            0 => QueueRead::NotJoined,
+            _ => QueueRead::Joined(QueueView {
+                ticket: QueueTicket::from_stored(ticket),
+                rank: u64::try_from(rank).ok(),
+                pass: pass_view(pass, &state, expires),
+                sold_out: sold_out == 1,
+                ended: ended == 1,
+                before_start: before == 1,
+                paused: paused == 1,
+                per_second: u32::try_from(rate).unwrap_or(0),
+                now_ms: now,
+            }),
+        })
+    }
+
+    async fn queue_stats(&self, item: ItemId) -> Result<QueueStats, StoreError> {
+        let k = self.keys(item);
+        let mut conn = self.conn();
+        let waiting: u64 = conn.zcard(&k.line).await.map_err(store_error)?;
+        let open_passes: u64 = conn.zcard(&k.open).await.map_err(store_error)?;
+        let (used, expired): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+            .arg(&k.meta)
+            .arg("passes_used")
+            .arg("passes_expired")
+            .query_async(&mut conn)
+            .await
+            .map_err(store_error)?;
+        Ok(QueueStats {
+            waiting,
+            open_passes,
+            passes_used: used.unwrap_or(0),
+            passes_expired: expired.unwrap_or(0),
+        })
+    }
+
+    async fn items_with_waiting_rooms(&self) -> Result<Vec<ItemId>, StoreError> {
+        let ids: Vec<i64> = self
+            .conn()
+            .smembers(self.queues_key())
+            .await
+            .map_err(store_error)?;
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| ItemId::new(id).ok())
+            .collect())
+    }
+}
+
+/// A pass as the status script reports it.
+fn pass_view(pass: String, state: &str, expires_at_ms: i64) -> Option<PassView> {
+    let state = match state {
+        "open" => PassState::Open,
+        "held" => PassState::Held,
+        "used" => PassState::Used,
+        _ => return None,
+    };
+    (!pass.is_empty()).then(|| PassView {
+        pass: QueuePass::from_raw(pass),
+        state,
+        expires_at_ms,
+    })
 }

@@ -85,6 +85,8 @@ async fn the_same_buyer_and_key_never_produce_two_orders_even_when_racing() {
             key,
             request,
             strategy: Strategy::LedgerOnly,
+            pass: None,
+            reserved: false,
         };
         let results = join_all((0..20).map(|_| ledger.write(order.clone()))).await;
         let mut created = Vec::new();
@@ -153,6 +155,8 @@ fn batched(buyer: &str, key: &str, item: app::domain::ItemId, qty: i64) -> Ledge
             qty: Quantity::new(qty).expect("qty"),
         },
         strategy: Strategy::LedgerOnly,
+        pass: None,
+        reserved: false,
     }
 }
 

@@ -173,6 +173,16 @@ async fn every_metric_the_server_documents_is_exported_with_help() {
     let item = app.create_item(1, None).await;
     let buyer = app.buyer().await;
     assert_eq!(buyer.order(item.id, 1, "k").await.status, 201);
+    // A drop with a waiting room and one admission round: its metrics too.
+    let drop = app
+        .create_drop(1, serde_json::json!({ "admission_per_second": 10 }))
+        .await;
+    assert_eq!(buyer.join(drop.id).await.status, 200);
+    let admitted = crate::harness::eventually(std::time::Duration::from_secs(5), || async {
+        buyer.queue(drop.id).await.body["state"] == "admitted"
+    })
+    .await;
+    assert!(admitted);
     let text = crate::harness::metrics_text(&app.base).await;
     for name in server::metrics::ALL {
         assert!(

@@ -534,6 +534,7 @@ async fn the_reaper_task_gives_back_abandoned_holds() {
             buyer,
             qty: app::domain::Quantity::new(2).expect("qty"),
             deadline: HoldDeadline::at_ms(server::db::now_ms() + 50),
+            pass: None,
         };
         store.reserve(item.id, &hold).await.expect("reserve");
         assert_eq!(app.reservation_state(&item).await, (Some(3), 1));

@@ -109,10 +109,13 @@ fn scope(buyer: &BuyerId, key: &str) -> KeyScope {
 }
 
 fn hash(qty: i64) -> RequestHash {
-    RequestHash::of(&OrderRequest {
-        item_id: ItemId::new(1).expect("item"),
-        qty: Quantity::new(qty).expect("qty"),
-    })
+    RequestHash::of(
+        &OrderRequest {
+            item_id: ItemId::new(1).expect("item"),
+            qty: Quantity::new(qty).expect("qty"),
+        },
+        None,
+    )
 }
 
 fn refusal() -> StoredResponse {
@@ -254,6 +257,7 @@ async fn a_key_with_an_order_is_not_new_to_a_store_that_never_saw_it() {
                 price_cents: 100,
                 stock: 1,
                 max_per_buyer: None,
+                terms: Default::default(),
             },
         )
         .await

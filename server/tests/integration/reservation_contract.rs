@@ -8,11 +8,16 @@ use app::domain::{BuyerId, IdempotencyKey, ItemId, Quantity};
 use futures_util::future::join_all;
 use server::metrics::Metrics;
 use server::reservation::memory::InProcessStore;
+use server::reservation::queue::{
+    AdmissionRate, Admitted, Joined, PassState, QueuePass, QueueRead, QueueTicket, QueueView,
+    SaleTerms,
+};
 use server::reservation::redis::RedisStore;
 use server::reservation::{
     Confirmed, CounterSeed, Hold, HoldDeadline, HoldToken, Reconciled, ReservationStore, Reserved,
     reaper,
 };
+use std::time::{Duration, Instant};
 
 const NOW: i64 = 1_700_000_000_000;
 const TTL: i64 = 30_000;
@@ -33,6 +38,7 @@ fn hold(buyer_n: u32, key: &str, qty: i64) -> Hold {
         buyer,
         qty: Quantity::new(qty).expect("qty"),
         deadline: HoldDeadline::at_ms(NOW + TTL),
+        pass: None,
     }
 }
 
@@ -41,6 +47,7 @@ fn seed(stock: i64) -> CounterSeed {
         stock,
         version: 1,
         max_per_buyer: None,
+        terms: Default::default(),
     }
 }
 
@@ -250,6 +257,7 @@ async fn confirming_after_the_hold_was_reaped_leaves_no_phantom_stock(
 
 async fn the_per_buyer_limit_counts_holds_and_confirmed_units(store: &dyn ReservationStore) {
     let limited = CounterSeed {
+        terms: Default::default(),
         stock: 10,
         version: 1,
         max_per_buyer: Some(2),
@@ -353,6 +361,7 @@ async fn a_restock_applies_once_to_counters_loaded_before_it(store: &dyn Reserva
                 stock: 1,
                 version: 3,
                 max_per_buyer: None,
+                terms: Default::default(),
             },
             &[],
         )
@@ -433,6 +442,323 @@ async fn concurrent_reserves_never_take_more_than_the_counter(store: &dyn Reserv
     assert_eq!(store.live_holds(item(15)).await.ok(), Some(50));
 }
 
+// The waiting room and the sale window: real time (the store's clock).
+
+fn drop_terms(per_second: u32, pass_ttl_secs: u32) -> SaleTerms {
+    SaleTerms {
+        waiting_room: Some(AdmissionRate {
+            per_second,
+            pass_ttl_secs,
+        }),
+        ..SaleTerms::default()
+    }
+}
+
+fn drop_seed(stock: i64, terms: SaleTerms) -> CounterSeed {
+    CounterSeed {
+        stock,
+        version: 1,
+        max_per_buyer: None,
+        terms,
+    }
+}
+
+fn live_hold(buyer_n: u32, key: &str, pass: Option<&QueuePass>) -> Hold {
+    Hold {
+        deadline: HoldDeadline::at_ms(server::db::now_ms() + 60_000),
+        pass: pass.cloned(),
+        ..hold(buyer_n, key, 1)
+    }
+}
+
+/// A line of `n` buyers (1..=n, in that order) on a loaded item, and a
+/// first admission round, which starts the rate's clock (its bucket starts
+/// empty).
+async fn line_up(store: &dyn ReservationStore, id: ItemId, n: u32) {
+    store.load_line(id, &[]).await.expect("load the line");
+    for b in 1..=n {
+        let joined = store
+            .join(id, &buyer(b), &QueueTicket::new(), f64::from(b))
+            .await
+            .expect("join");
+        assert!(matches!(joined, Joined::In { new: true, .. }), "{joined:?}");
+    }
+    admit(store, id).await;
+}
+
+async fn view(store: &dyn ReservationStore, id: ItemId, b: u32) -> QueueView {
+    match store.queue_view(id, &buyer(b)).await.expect("view") {
+        QueueRead::Joined(view) => view,
+        other => panic!("buyer {b} is not in the line: {other:?}"),
+    }
+}
+
+fn pass_of(view: &QueueView) -> QueuePass {
+    view.pass.as_ref().expect("a pass").pass.clone()
+}
+
+async fn admit(store: &dyn ReservationStore, id: ItemId) -> u64 {
+    let candidates: Vec<QueuePass> = (0..64).map(|_| QueuePass::new()).collect();
+    match store.admit(id, &candidates).await.expect("admit") {
+        Admitted::Done { admitted, .. } => admitted,
+        other => panic!("admission did not run: {other:?}"),
+    }
+}
+
+async fn a_sale_window_is_kept_by_the_stores_clock(store: &dyn ReservationStore) {
+    let now = server::db::now_ms();
+    let starts_later = SaleTerms {
+        starts_at_ms: Some(now + 60_000),
+        ..SaleTerms::default()
+    };
+    store
+        .load(item(20), drop_seed(5, starts_later), &[])
+        .await
+        .expect("load");
+    match store.reserve(item(20), &live_hold(1, "early", None)).await {
+        Ok(Reserved::NotStarted { starts_in_ms }) => {
+            assert!((50_000..=60_000).contains(&starts_in_ms), "{starts_in_ms}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let ended = SaleTerms {
+        ends_at_ms: Some(now - 1),
+        ..SaleTerms::default()
+    };
+    assert_eq!(store.set_terms(item(20), &ended, 2).await.ok(), Some(true));
+    assert_eq!(
+        store.set_terms(item(20), &starts_later, 1).await.ok(),
+        Some(false),
+        "older terms never replace newer ones"
+    );
+    assert_eq!(
+        store
+            .reserve(item(20), &live_hold(1, "late", None))
+            .await
+            .ok(),
+        Some(Reserved::Ended)
+    );
+    store
+        .set_terms(item(20), &SaleTerms::default(), 3)
+        .await
+        .expect("open the sale");
+    assert!(matches!(
+        store.reserve(item(20), &live_hold(1, "open", None)).await,
+        Ok(Reserved::Held { .. })
+    ));
+}
+
+async fn passes_admit_within_the_stock_and_their_rules(store: &dyn ReservationStore) {
+    let id = item(21);
+    assert_eq!(
+        store
+            .join(id, &buyer(1), &QueueTicket::new(), 1.0)
+            .await
+            .ok(),
+        Some(Joined::LineNotLoaded),
+        "a line that was never built is built from the database first"
+    );
+    store
+        .load(id, drop_seed(2, drop_terms(1_000, 120)), &[])
+        .await
+        .expect("load");
+    line_up(store, id, 5).await;
+    let first_ticket = view(store, id, 1).await.ticket;
+    let again = store
+        .join(id, &buyer(1), &QueueTicket::new(), 99.0)
+        .await
+        .expect("join again");
+    assert_eq!(
+        again,
+        Joined::In {
+            ticket: first_ticket,
+            new: false
+        },
+        "joining again keeps the place"
+    );
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(admit(store, id).await, 2, "two units: two passes");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(
+        admit(store, id).await,
+        0,
+        "never more open passes than units"
+    );
+    let (one, two, three) = (
+        view(store, id, 1).await,
+        view(store, id, 2).await,
+        view(store, id, 3).await,
+    );
+    assert_eq!(one.pass.as_ref().map(|p| p.state), Some(PassState::Open));
+    assert!(two.pass.is_some());
+    assert_eq!(
+        (three.rank, three.pass.is_none()),
+        (Some(0), true),
+        "next in line"
+    );
+    let (pass_one, pass_two) = (pass_of(&one), pass_of(&two));
+
+    assert_eq!(
+        store.reserve(id, &live_hold(1, "no-pass", None)).await.ok(),
+        Some(Reserved::PassRequired)
+    );
+    assert_eq!(
+        store
+            .reserve(id, &live_hold(1, "theirs", Some(&pass_two)))
+            .await
+            .ok(),
+        Some(Reserved::PassInvalid),
+        "another buyer's pass"
+    );
+    let order = live_hold(1, "mine", Some(&pass_one));
+    assert!(matches!(
+        store.reserve(id, &order).await,
+        Ok(Reserved::Held { .. })
+    ));
+    assert_eq!(
+        store.reserve(id, &order).await.ok(),
+        Some(Reserved::AlreadyHeld),
+        "a retry of the same intent with the same pass"
+    );
+    assert_eq!(
+        store
+            .reserve(id, &live_hold(1, "again", Some(&pass_one)))
+            .await
+            .ok(),
+        Some(Reserved::PassInvalid),
+        "a pass in use by another intent"
+    );
+    store.confirm(id, &order.token).await.expect("confirm");
+    assert_eq!(
+        view(store, id, 1).await.pass.map(|p| p.state),
+        Some(PassState::Used)
+    );
+    assert_eq!(
+        store
+            .reserve(id, &live_hold(1, "reuse", Some(&pass_one)))
+            .await
+            .ok(),
+        Some(Reserved::PassInvalid),
+        "a used pass"
+    );
+
+    let theirs = live_hold(2, "theirs", Some(&pass_two));
+    assert!(matches!(
+        store.reserve(id, &theirs).await,
+        Ok(Reserved::Held { .. })
+    ));
+    assert_eq!(store.release(id, &theirs.token).await.ok(), Some(true));
+    assert_eq!(
+        view(store, id, 2).await.pass.map(|p| p.state),
+        Some(PassState::Open),
+        "a released hold opens its pass again"
+    );
+    assert_eq!(
+        admit(store, id).await,
+        0,
+        "the open pass still covers the last unit"
+    );
+    let stats = store.queue_stats(id).await.expect("stats");
+    assert_eq!(
+        (stats.waiting, stats.open_passes, stats.passes_used),
+        (3, 1, 1)
+    );
+}
+
+async fn selling_out_reaches_every_waiting_buyer_at_once(store: &dyn ReservationStore) {
+    let id = item(22);
+    store
+        .load(id, drop_seed(1, drop_terms(1_000, 120)), &[])
+        .await
+        .expect("load");
+    line_up(store, id, 3).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(admit(store, id).await, 1);
+    assert!(!view(store, id, 3).await.sold_out, "a hold may still come");
+    let pass = pass_of(&view(store, id, 1).await);
+    let order = live_hold(1, "last", Some(&pass));
+    assert!(matches!(
+        store.reserve(id, &order).await,
+        Ok(Reserved::Held { .. })
+    ));
+    assert!(
+        !view(store, id, 2).await.sold_out,
+        "a live hold may give its unit back"
+    );
+    store.confirm(id, &order.token).await.expect("confirm");
+    for b in [2, 3] {
+        let waiting = view(store, id, b).await;
+        assert!(waiting.sold_out, "buyer {b}: {waiting:?}");
+    }
+}
+
+async fn a_paused_waiting_room_admits_nobody(store: &dyn ReservationStore) {
+    let id = item(23);
+    let paused = SaleTerms {
+        paused: true,
+        ..drop_terms(1_000, 120)
+    };
+    store
+        .load(id, drop_seed(5, paused), &[])
+        .await
+        .expect("load");
+    line_up(store, id, 3).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(admit(store, id).await, 0);
+    assert!(view(store, id, 1).await.paused);
+    store
+        .set_terms(id, &drop_terms(1_000, 120), 2)
+        .await
+        .expect("resume");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(admit(store, id).await > 0, "resumed");
+}
+
+async fn admission_keeps_to_its_rate(store: &dyn ReservationStore) {
+    let id = item(24);
+    store
+        .load(id, drop_seed(1_000, drop_terms(40, 120)), &[])
+        .await
+        .expect("load");
+    line_up(store, id, 200).await;
+    let started = Instant::now();
+    let mut admitted = 0;
+    while started.elapsed() < Duration::from_millis(1_000) {
+        admitted += admit(store, id).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let allowed = 40.0 * started.elapsed().as_secs_f64() + 2.0;
+    assert!(
+        (admitted as f64) <= allowed,
+        "{admitted} admitted in {:?}, at most {allowed}",
+        started.elapsed()
+    );
+    assert!(admitted >= 20, "{admitted}: the rate is used, too");
+}
+
+async fn an_expired_pass_sends_its_buyer_to_the_back(store: &dyn ReservationStore) {
+    let id = item(25);
+    store
+        .load(id, drop_seed(1, drop_terms(1_000, 1)), &[])
+        .await
+        .expect("load");
+    line_up(store, id, 2).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(admit(store, id).await, 1);
+    assert!(view(store, id, 1).await.pass.is_some());
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(admit(store, id).await, 1, "its unit goes to the next buyer");
+    let (one, two) = (view(store, id, 1).await, view(store, id, 2).await);
+    assert_eq!(
+        (one.rank, one.pass.is_none()),
+        (Some(0), true),
+        "back in line"
+    );
+    assert!(two.pass.is_some());
+    let stats = store.queue_stats(id).await.expect("stats");
+    assert_eq!(stats.passes_expired, 1);
+}
+
 /// Runs every contract case against one store kind, one test per case.
 macro_rules! contract {
     ($store:ident, $make:expr, [$($case:ident),* $(,)?]) => {
@@ -484,6 +810,12 @@ macro_rules! every_case {
             two_reapers_at_once_give_each_hold_back_once,
             concurrent_reserves_never_take_more_than_the_counter,
             reconcile_repairs_only_quiet_counters,
+            a_sale_window_is_kept_by_the_stores_clock,
+            passes_admit_within_the_stock_and_their_rules,
+            selling_out_reaches_every_waiting_buyer_at_once,
+            a_paused_waiting_room_admits_nobody,
+            admission_keeps_to_its_rate,
+            an_expired_pass_sends_its_buyer_to_the_back,
         ] }
     };
 }
@@ -546,6 +878,7 @@ async fn the_redis_store_reloads_its_scripts_after_they_are_flushed() {
 
 async fn reconcile_repairs_only_quiet_counters(store: &dyn ReservationStore) {
     let at = |stock: i64, version: i64| CounterSeed {
+        terms: Default::default(),
         stock,
         version,
         max_per_buyer: None,

@@ -444,6 +444,7 @@ async fn a_counter_load_does_not_count_a_hold_whose_order_committed() {
         buyer: buyer_id.clone(),
         qty: app::domain::Quantity::ONE,
         deadline: HoldDeadline::at_ms(server::db::now_ms() + 60_000),
+        pass: None,
     };
     store.reserve(item.id, &hold).await.expect("reserve");
     let db = &app.state.db;

@@ -14,6 +14,11 @@
 //! written. When even that read fails, the outcome is *in doubt*: the buyer
 //! hears "try again" and the hold stays until the orders table can be read.
 //!
+//! The sale window is checked again with the database's clock, and an item
+//! with a waiting room is sold only to orders that went through the
+//! reservation store (which checked their pass): while the breaker keeps
+//! Redis out, such orders hear "try again".
+//!
 //! An order about to commit around Redis (the breaker is open, or the
 //! attempt asked for strategy B) first takes the records generation's
 //! bypass lease, so no instance keeps vouching for Redis records that miss
@@ -40,6 +45,11 @@ pub struct LedgerOrder {
     pub request: OrderRequest,
     /// For the metrics label.
     pub strategy: Strategy,
+    /// The waiting-room pass it was placed with, kept with the order.
+    pub pass: Option<String>,
+    /// Whether a reservation was taken for it (and with it, its pass
+    /// checked): an item with a waiting room is sold only that way.
+    pub reserved: bool,
 }
 
 /// A committed order.
@@ -60,6 +70,15 @@ pub enum LedgerRefusal {
     UnknownItem,
     #[error("version conflicts on every attempt")]
     Conflict { attempts: u32 },
+    /// By the database's clock.
+    #[error("the sale has not started")]
+    NotStarted { starts_in_ms: i64 },
+    #[error("the sale has ended")]
+    Ended,
+    /// The item has a waiting room, whose passes only the reservation
+    /// store can check, and the order came without a reservation.
+    #[error("the waiting room needs the reservation store")]
+    WaitingRoomUnavailable,
     /// Nothing was written.
     #[error("database failure: {0}")]
     Database(#[from] sqlx::Error),
@@ -103,7 +122,12 @@ impl LedgerStage {
 
     /// # Errors
     /// As [`LedgerWrite::write`].
-    pub async fn run(&self, attempt: &Attempt, route: &Route) -> Result<Written, LedgerRefusal> {
+    pub async fn run(
+        &self,
+        attempt: &Attempt,
+        route: &Route,
+        reserved: bool,
+    ) -> Result<Written, LedgerRefusal> {
         let started = Instant::now();
         let written = async {
             if route.around_redis()
@@ -117,6 +141,8 @@ impl LedgerStage {
                     key: attempt.key.clone(),
                     request: attempt.request,
                     strategy: route.strategy,
+                    pass: attempt.pass.as_ref().map(|p| p.as_str().to_owned()),
+                    reserved,
                 })
                 .await
         }

@@ -68,6 +68,33 @@ struct InventoryRow {
     price_cents: i64,
     /// Whether the key asked about with the read already has an order.
     ordered: bool,
+    sale_starts_at_ms: Option<i64>,
+    sale_ends_at_ms: Option<i64>,
+    waiting_room: bool,
+    /// The database's clock when the row was read.
+    now_ms: i64,
+}
+
+impl InventoryRow {
+    /// Why the row cannot be sold to `order` now, if it cannot: the sale
+    /// window by the database's clock, and a waiting room the order did not
+    /// come through.
+    fn closed_to(&self, order: &LedgerOrder) -> Option<LedgerRefusal> {
+        if let Some(starts) = self.sale_starts_at_ms
+            && self.now_ms < starts
+        {
+            return Some(LedgerRefusal::NotStarted {
+                starts_in_ms: starts - self.now_ms,
+            });
+        }
+        if self.sale_ends_at_ms.is_some_and(|ends| self.now_ms >= ends) {
+            return Some(LedgerRefusal::Ended);
+        }
+        if self.waiting_room && !order.reserved {
+            return Some(LedgerRefusal::WaitingRoomUnavailable);
+        }
+        None
+    }
 }
 
 enum Attempt {
@@ -90,10 +117,20 @@ impl From<sqlx::Error> for BatchFailure {
     }
 }
 
+/// The versioned update; the sale window is checked again, by the
+/// database's clock, in the statement that takes the units (`{now}`).
 const UPDATE: &str = "UPDATE inventory SET stock = stock - ?, version = version + 1, updated_at = ? \
-     WHERE id = ? AND version = ? AND stock >= ?";
+     WHERE id = ? AND version = ? AND stock >= ? \
+     AND (sale_starts_at_ms IS NULL OR sale_starts_at_ms <= {now}) \
+     AND (sale_ends_at_ms IS NULL OR sale_ends_at_ms > {now})";
 
 impl Ledger {
+    fn update_sql(&self) -> String {
+        self.db
+            .sql(&UPDATE.replace("{now}", self.db.dialect().now_ms_sql()))
+            .into_owned()
+    }
+
     pub fn new(db: Database, backoff: Backoff, metrics: Arc<Metrics>) -> Self {
         Self {
             db,
@@ -138,7 +175,9 @@ impl Ledger {
                 }
                 Err(_) => return self.write_each(batch).await,
             };
-            if row.max_per_buyer.is_some() {
+            // Limits, waiting rooms and closed windows are decided order
+            // by order, each with its own answer.
+            if row.max_per_buyer.is_some() || row.waiting_room || row.closed_to(first).is_some() {
                 return self.write_each(batch).await;
             }
             // Arrival order; each order sees the stock its predecessors left.
@@ -298,7 +337,7 @@ impl Ledger {
     ) -> Result<Option<Vec<Receipt>>, BatchFailure> {
         let item = batch[0].request.item_id;
         let mut tx = self.db.pool().begin().await?;
-        let updated = sqlx::query(&self.db.sql(UPDATE))
+        let updated = sqlx::query(&self.update_sql())
             .bind(taken)
             .bind(now_ms())
             .bind(item.get())
@@ -318,9 +357,9 @@ impl Ledger {
             .filter(|(_, a)| **a)
             .map(|(order, _)| (receipt(order, row.price_cents, now), order))
             .collect();
-        let values = vec!["(?, ?, ?, ?, ?, ?, 'confirmed', ?)"; receipts.len()].join(", ");
+        let values = vec!["(?, ?, ?, ?, ?, ?, 'confirmed', ?, ?)"; receipts.len()].join(", ");
         let insert = format!(
-            "INSERT INTO orders (id, buyer, idempotency_key, item_id, qty, unit_price_cents, status, created_at) \
+            "INSERT INTO orders (id, buyer, idempotency_key, item_id, qty, unit_price_cents, status, created_at, queue_pass) \
              VALUES {values}"
         );
         let insert = self.db.sql(&insert);
@@ -333,7 +372,8 @@ impl Ledger {
                 .bind(item.get())
                 .bind(i64::from(order.request.qty.get()))
                 .bind(row.price_cents)
-                .bind(now);
+                .bind(now)
+                .bind(order.pass.clone());
         }
         match query.execute(&mut *tx).await {
             Ok(_) => {}
@@ -392,9 +432,13 @@ impl Ledger {
         if row.ordered
             && let Some(existing) = orders::by_key(&self.db, buyer, key).await?
         {
+            let existing = existing.receipt;
             // An earlier attempt of this intent committed (its answer was
             // lost): never refuse it, never write it twice.
             return Ok(Attempt::Written(Written::AlreadyOrdered(existing)));
+        }
+        if let Some(refusal) = row.closed_to(order) {
+            return Err(refusal);
         }
         if row.stock < qty {
             return Err(LedgerRefusal::SoldOut {
@@ -403,7 +447,7 @@ impl Ledger {
         }
 
         let mut tx = self.db.pool().begin().await?;
-        let updated = sqlx::query(&self.db.sql(UPDATE))
+        let updated = sqlx::query(&self.update_sql())
             .bind(qty)
             .bind(now_ms())
             .bind(request.item_id.get())
@@ -433,7 +477,7 @@ impl Ledger {
             if already + qty > limit {
                 tx.rollback().await?;
                 if let Some(existing) = orders::by_key(&self.db, buyer, key).await? {
-                    return Ok(Attempt::Written(Written::AlreadyOrdered(existing)));
+                    return Ok(Attempt::Written(Written::AlreadyOrdered(existing.receipt)));
                 }
                 return Err(LedgerRefusal::LimitExceeded { limit, already });
             }
@@ -441,8 +485,8 @@ impl Ledger {
 
         let receipt = receipt(order, row.price_cents, now_ms());
         let insert = self.db.sql(
-            "INSERT INTO orders (id, buyer, idempotency_key, item_id, qty, unit_price_cents, status, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, 'confirmed', ?)",
+            "INSERT INTO orders (id, buyer, idempotency_key, item_id, qty, unit_price_cents, status, created_at, queue_pass) \
+             VALUES (?, ?, ?, ?, ?, ?, 'confirmed', ?, ?)",
         );
         let inserted = sqlx::query(&insert)
             .bind(receipt.order_id.as_str())
@@ -452,6 +496,7 @@ impl Ledger {
             .bind(qty)
             .bind(row.price_cents)
             .bind(receipt.created_at_ms)
+            .bind(order.pass.clone())
             .execute(&mut *tx)
             .await;
         match inserted {
@@ -459,7 +504,7 @@ impl Ledger {
             Err(e) if is_unique_violation(&e) => {
                 tx.rollback().await?;
                 let existing = orders::by_key(&self.db, buyer, key).await?.ok_or(e)?;
-                return Ok(Attempt::Written(Written::AlreadyOrdered(existing)));
+                return Ok(Attempt::Written(Written::AlreadyOrdered(existing.receipt)));
             }
             Err(e) => return Err(e.into()),
         }
@@ -533,7 +578,11 @@ impl Ledger {
         }
         let mut found = Vec::with_capacity(keys.len());
         for (buyer, key) in keys {
-            found.push(orders::by_key_with(&self.db, &mut *tx, buyer, key).await?);
+            found.push(
+                orders::by_key_with(&self.db, &mut *tx, buyer, key)
+                    .await?
+                    .map(|order| order.receipt),
+            );
         }
         // Read only: the answer stands whatever ending the transaction does.
         if let Err(e) = tx.rollback().await {
@@ -549,7 +598,11 @@ impl Ledger {
         item: ItemId,
         key: Option<(&BuyerId, &IdempotencyKey)>,
     ) -> Result<Option<InventoryRow>, sqlx::Error> {
-        let columns = "stock, version, max_per_buyer, price_cents";
+        let columns = format!(
+            "stock, version, max_per_buyer, price_cents, sale_starts_at_ms, sale_ends_at_ms, \
+             admission_per_second, {} AS now_ms",
+            self.db.dialect().now_ms_sql()
+        );
         let row = match key {
             None => {
                 let sql = format!(
@@ -583,6 +636,12 @@ impl Ledger {
                 max_per_buyer: row.try_get("max_per_buyer")?,
                 price_cents: row.try_get("price_cents")?,
                 ordered: ordered > 0,
+                sale_starts_at_ms: row.try_get("sale_starts_at_ms")?,
+                sale_ends_at_ms: row.try_get("sale_ends_at_ms")?,
+                waiting_room: row
+                    .try_get::<Option<i64>, _>("admission_per_second")?
+                    .is_some(),
+                now_ms: row.try_get("now_ms")?,
             })
         })
         .transpose()

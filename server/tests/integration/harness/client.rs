@@ -141,6 +141,41 @@ impl TestApp {
         response.json().await.expect("item json")
     }
 
+    /// Creates an item with any extra fields (a drop's terms).
+    pub async fn create_drop(&self, stock: i64, terms: serde_json::Value) -> Item {
+        let mut body = serde_json::json!({
+            "title": "Test drop",
+            "price_cents": 1999,
+            "stock": stock,
+        });
+        if let (Some(body), Some(terms)) = (body.as_object_mut(), terms.as_object()) {
+            body.extend(terms.clone());
+        }
+        let response = http_client()
+            .post(format!("{}/api/admin/items", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("create drop");
+        assert_eq!(response.status().as_u16(), 201, "create drop");
+        response.json().await.expect("item json")
+    }
+
+    /// `PATCH /api/admin/items/{id}`.
+    pub async fn change_terms(&self, item: &Item, change: serde_json::Value) -> Answer {
+        answer(
+            http_client()
+                .patch(format!("{}/api/admin/items/{}", self.base, item.id))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&change)
+                .send()
+                .await
+                .expect("patch"),
+        )
+        .await
+    }
+
     pub async fn restock(&self, item: &Item, delta: i64) -> Answer {
         answer(
             http_client()
@@ -219,6 +254,51 @@ impl Buyer {
                 .map_or(Duration::from_millis(20), Duration::from_secs);
             tokio::time::sleep(pause).await;
         }
+    }
+
+    /// Orders with a waiting-room pass (`Queue-Pass`).
+    pub async fn order_with_pass(
+        &self,
+        item: app::domain::ItemId,
+        qty: i64,
+        key: &str,
+        pass: &str,
+    ) -> Answer {
+        answer(
+            self.client
+                .post(format!("{}/api/orders", self.base))
+                .header("Idempotency-Key", key)
+                .header("Queue-Pass", pass)
+                .json(&serde_json::json!({ "item_id": item, "qty": qty }))
+                .send()
+                .await
+                .expect("order request"),
+        )
+        .await
+    }
+
+    /// `POST /api/items/{id}/queue`.
+    pub async fn join(&self, item: app::domain::ItemId) -> Answer {
+        answer(
+            self.client
+                .post(format!("{}/api/items/{item}/queue", self.base))
+                .send()
+                .await
+                .expect("join"),
+        )
+        .await
+    }
+
+    /// `GET /api/items/{id}/queue`.
+    pub async fn queue(&self, item: app::domain::ItemId) -> Answer {
+        answer(
+            self.client
+                .get(format!("{}/api/items/{item}/queue", self.base))
+                .send()
+                .await
+                .expect("queue"),
+        )
+        .await
     }
 
     pub async fn outcome(&self, key: &str) -> Answer {
