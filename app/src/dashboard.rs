@@ -172,12 +172,16 @@ fn format_tick(v: f64) -> String {
     }
 }
 
+/// One heatmap layer: its English and Chinese column labels, and the
+/// percentage it reads from a point.
+type Layer = (&'static str, &'static str, fn(&Point) -> Option<f64>);
+
 /// The three-layer A/B heatmap: one column per strategy and layer, one row
 /// per time slice (newest on top), colour by percentage.
 #[component]
 pub fn Heatmap(series: Vec<StrategySeries>, rows: usize) -> impl IntoView {
     let lang = use_context::<Lang>().unwrap_or_default();
-    let layers: [(&str, &str, fn(&Point) -> Option<f64>); 3] = [
+    let layers: [Layer; 3] = [
         ("Lua", "Lua", |p| p.lua_success_pct),
         ("DB", "库", |p| p.db_conflict_pct),
         ("FE", "前端", |p| p.intercept_pct),

@@ -55,10 +55,10 @@ impl Lang {
                 .find_map(|p| p.trim().strip_prefix("q="))
                 .and_then(|q| q.parse::<f32>().ok())
                 .unwrap_or(1.0);
-            if let Some(lang) = Lang::from_tag(tag) {
-                if best.is_none_or(|(q, _)| quality > q) {
-                    best = Some((quality, lang));
-                }
+            if let Some(lang) = Lang::from_tag(tag)
+                && best.is_none_or(|(q, _)| quality > q)
+            {
+                best = Some((quality, lang));
             }
         }
         best.map(|(_, lang)| lang).unwrap_or_default()

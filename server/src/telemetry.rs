@@ -31,10 +31,10 @@ pub struct Telemetry {
 impl Telemetry {
     /// Sends the spans still buffered. Call once, at the end of `main`.
     pub fn shutdown(self) {
-        if let Some(provider) = self.provider {
-            if let Err(e) = provider.shutdown() {
-                eprintln!("flushing traces failed: {e}");
-            }
+        if let Some(provider) = self.provider
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("flushing traces failed: {e}");
         }
     }
 

@@ -289,12 +289,12 @@ pub async fn restock(
             )));
         }
     };
-    if let Some(store) = &state.reservation {
-        if let Err(e) = store.restock(id, body.delta, item.version).await {
-            // The database holds the change; the counter is a filter and is
-            // corrected by the next load or reconciliation.
-            tracing::error!(item = %id, error = %e, "restock not applied to the reservation counter");
-        }
+    if let Some(store) = &state.reservation
+        && let Err(e) = store.restock(id, body.delta, item.version).await
+    {
+        // The database holds the change; the counter is a filter and is
+        // corrected by the next load or reconciliation.
+        tracing::error!(item = %id, error = %e, "restock not applied to the reservation counter");
     }
     if let Some(memo) = &state.memo {
         memo.forget(id);

@@ -157,20 +157,19 @@ async fn ten_thousand_generated_requests_get_no_5xx_and_well_formed_errors() {
                 let mut builder = client
                     .request(method, format!("{base}{}", r.path))
                     .body(r.body.clone());
-                if let Some(key) = &r.key {
-                    if let Ok(value) = reqwest::header::HeaderValue::from_str(key) {
-                        builder = builder.header("Idempotency-Key", value);
-                    }
+                if let Some(key) = &r.key
+                    && let Ok(value) = reqwest::header::HeaderValue::from_str(key)
+                {
+                    builder = builder.header("Idempotency-Key", value);
                 }
                 if let Some(content_type) = r.content_type {
                     builder = builder.header("content-type", content_type);
                 }
-                if let Some(token) = &r.admin {
-                    if let Ok(value) =
+                if let Some(token) = &r.admin
+                    && let Ok(value) =
                         reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-                    {
-                        builder = builder.header("authorization", value);
-                    }
+                {
+                    builder = builder.header("authorization", value);
                 }
                 let response = builder.send().await;
                 sent.fetch_add(1, Ordering::Relaxed);

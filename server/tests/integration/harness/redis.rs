@@ -100,14 +100,13 @@ impl PrivateRedis {
             _dir: dir,
         };
         for _ in 0..100 {
-            if let Ok(mut conn) = redis.client().get_multiplexed_async_connection().await {
-                if redis::cmd("PING")
+            if let Ok(mut conn) = redis.client().get_multiplexed_async_connection().await
+                && redis::cmd("PING")
                     .query_async::<String>(&mut conn)
                     .await
                     .is_ok()
-                {
-                    return redis;
-                }
+            {
+                return redis;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
