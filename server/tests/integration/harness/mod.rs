@@ -122,7 +122,8 @@ fn test_config(database_url: &str, redis: Option<(&str, &str)>, strategy: Strate
     let mut config = Config::embedded();
     config.http.site_addr = "127.0.0.1:0".parse().expect("addr");
     config.database.url = database_url.to_owned();
-    config.database.max_connections = 16;
+    // Several test servers share the local PostgreSQL and MariaDB.
+    config.database.max_connections = 8;
     config.redis.target = redis.map_or(RedisTarget::None, |(url, _)| {
         RedisTarget::Single(url.to_owned())
     });
