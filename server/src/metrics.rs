@@ -31,6 +31,7 @@ use metrics::{
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
+use std::time::Duration;
 
 pub const ORDERS: &str = "oversell_orders_total";
 pub const RESERVATIONS: &str = "oversell_reservation_outcomes_total";
@@ -254,6 +255,12 @@ impl Metrics {
             Some(r) => r.register_gauge(&item_key(name, item), &METADATA),
             None => Gauge::noop(),
         }
+    }
+
+    /// Records how long one stage of the order pipeline took.
+    pub fn stage_took(&self, stage: &'static str, strategy: &'static str, took: Duration) {
+        self.histogram(STAGE_SECONDS, &[("stage", stage), ("strategy", strategy)])
+            .record(took);
     }
 
     pub fn histogram(

@@ -13,7 +13,7 @@
 use super::idempotency::ClaimedKey;
 use super::refusal::{Gate, Keeping, Refusal, Truth};
 use super::{Attempt, Outcome, Route};
-use crate::metrics::{self as m, Metrics};
+use crate::metrics::Metrics;
 use crate::records::{Finished, Records, RecordsAt, StoredResponse};
 use app::checkout::Placement;
 use app::model::Receipt;
@@ -49,11 +49,7 @@ impl AnswerStage {
             .instrument(tracing::info_span!("answer"))
             .await;
         self.metrics
-            .histogram(
-                m::STAGE_SECONDS,
-                &[("stage", "answer"), ("strategy", route.strategy.label())],
-            )
-            .record(started.elapsed());
+            .stage_took("answer", route.strategy.label(), started.elapsed());
         placement
     }
 

@@ -110,14 +110,7 @@ impl ClaimStage {
             .instrument(tracing::info_span!("idempotency", store = store.kind()))
             .await;
         self.metrics
-            .histogram(
-                m::STAGE_SECONDS,
-                &[
-                    ("stage", "idempotency"),
-                    ("strategy", route.strategy.label()),
-                ],
-            )
-            .record(started.elapsed());
+            .stage_took("idempotency", route.strategy.label(), started.elapsed());
         claim
     }
 

@@ -114,11 +114,7 @@ impl ReserveStage {
             .instrument(tracing::info_span!("reserve", store = self.store.kind()))
             .await;
         self.metrics
-            .histogram(
-                m::STAGE_SECONDS,
-                &[("stage", "reserve"), ("strategy", route.strategy.label())],
-            )
-            .record(started.elapsed());
+            .stage_took("reserve", route.strategy.label(), started.elapsed());
         held.map(Some)
     }
 

@@ -82,11 +82,7 @@ impl SettleStage {
             .instrument(tracing::info_span!("settle"))
             .await;
         self.metrics
-            .histogram(
-                m::STAGE_SECONDS,
-                &[("stage", "settle"), ("strategy", route.strategy.label())],
-            )
-            .record(started.elapsed());
+            .stage_took("settle", route.strategy.label(), started.elapsed());
         outcome
     }
 

@@ -230,6 +230,17 @@ pub enum Finished {
     NotOwner,
 }
 
+impl Finished {
+    /// From how many records a store changed (1 or 0).
+    pub fn from_count(changed: u64) -> Self {
+        if changed == 1 {
+            Self::Stored
+        } else {
+            Self::NotOwner
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("idempotency store failed: {0}")]
 pub struct RecordError(pub String);

@@ -156,6 +156,24 @@ impl RedisRecords {
         Ok(())
     }
 
+    /// Runs a script that acts on a running claim of `owner` (KEYS record;
+    /// ARGV hash, owner).
+    async fn on_own_claim(
+        &self,
+        script: &Script,
+        scope: &KeyScope,
+        hash: &RequestHash,
+        owner: &LeaseOwner,
+    ) -> Result<(), RecordError> {
+        let _acted: i64 = script
+            .key(self.record_key(scope))
+            .arg(hash.as_str())
+            .arg(owner.as_str())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
     /// Stores `answer` under the key if it is proven new, in the next
     /// batch; `false` when it is not.
     async fn answer_in_batch(
@@ -270,11 +288,7 @@ impl RecordStore for RedisRecords {
             .arg(self.ttl_ms())
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(if stored == 1 {
-            Finished::Stored
-        } else {
-            Finished::NotOwner
-        })
+        Ok(Finished::from_count(u64::try_from(stored).unwrap_or(0)))
     }
 
     /// Runs `lua/idempotency_abandon.lua` (KEYS record; ARGV hash, owner).
@@ -284,13 +298,7 @@ impl RecordStore for RedisRecords {
         hash: &RequestHash,
         owner: &LeaseOwner,
     ) -> Result<(), RecordError> {
-        let _dropped: i64 = ABANDON
-            .key(self.record_key(scope))
-            .arg(hash.as_str())
-            .arg(owner.as_str())
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(())
+        self.on_own_claim(&ABANDON, scope, hash, owner).await
     }
 
     /// Runs `lua/idempotency_step_aside.lua` (KEYS record; ARGV hash, owner).
@@ -300,13 +308,7 @@ impl RecordStore for RedisRecords {
         hash: &RequestHash,
         owner: &LeaseOwner,
     ) -> Result<(), RecordError> {
-        let _stepped: i64 = STEP_ASIDE
-            .key(self.record_key(scope))
-            .arg(hash.as_str())
-            .arg(owner.as_str())
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(())
+        self.on_own_claim(&STEP_ASIDE, scope, hash, owner).await
     }
 
     async fn lookup(&self, scope: &KeyScope, now_ms: i64) -> Result<Option<Record>, RecordError> {

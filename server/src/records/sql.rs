@@ -277,6 +277,28 @@ impl SqlRecords {
         .map_err(|e: sqlx::Error| RecordError::from(e))
     }
 
+    /// Runs `statement` on the running claim of `owner` for this payload.
+    async fn on_own_claim(
+        &self,
+        statement: &str,
+        scope: &KeyScope,
+        hash: &RequestHash,
+        owner: &LeaseOwner,
+    ) -> Result<(), RecordError> {
+        let sql = format!(
+            "{statement} WHERE buyer = ? AND idempotency_key = ? AND request_hash = ? \
+             AND state = 'running' AND owner = ?"
+        );
+        sqlx::query(&self.db.sql(&sql))
+            .bind(scope.buyer.as_str())
+            .bind(scope.key.as_str())
+            .bind(hash.as_str())
+            .bind(owner.as_str())
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
     async fn order_exists(&self, scope: &KeyScope) -> Result<bool, RecordError> {
         Ok(orders::by_key(&self.db, &scope.buyer, &scope.key)
             .await?
@@ -391,11 +413,7 @@ impl RecordStore for SqlRecords {
             .execute(self.db.pool())
             .await?
             .rows_affected();
-        Ok(if stored == 1 {
-            Finished::Stored
-        } else {
-            Finished::NotOwner
-        })
+        Ok(Finished::from_count(stored))
     }
 
     async fn abandon(
@@ -404,18 +422,8 @@ impl RecordStore for SqlRecords {
         hash: &RequestHash,
         owner: &LeaseOwner,
     ) -> Result<(), RecordError> {
-        let sql = self.db.sql(
-            "DELETE FROM idempotency_records \
-             WHERE buyer = ? AND idempotency_key = ? AND request_hash = ? AND state = 'running' AND owner = ?",
-        );
-        sqlx::query(&sql)
-            .bind(scope.buyer.as_str())
-            .bind(scope.key.as_str())
-            .bind(hash.as_str())
-            .bind(owner.as_str())
-            .execute(self.db.pool())
-            .await?;
-        Ok(())
+        self.on_own_claim("DELETE FROM idempotency_records", scope, hash, owner)
+            .await
     }
 
     async fn step_aside(
@@ -424,18 +432,13 @@ impl RecordStore for SqlRecords {
         hash: &RequestHash,
         owner: &LeaseOwner,
     ) -> Result<(), RecordError> {
-        let sql = self.db.sql(
-            "UPDATE idempotency_records SET lease_until = 0 \
-             WHERE buyer = ? AND idempotency_key = ? AND request_hash = ? AND state = 'running' AND owner = ?",
-        );
-        sqlx::query(&sql)
-            .bind(scope.buyer.as_str())
-            .bind(scope.key.as_str())
-            .bind(hash.as_str())
-            .bind(owner.as_str())
-            .execute(self.db.pool())
-            .await?;
-        Ok(())
+        self.on_own_claim(
+            "UPDATE idempotency_records SET lease_until = 0",
+            scope,
+            hash,
+            owner,
+        )
+        .await
     }
 
     async fn lookup(&self, scope: &KeyScope, now_ms: i64) -> Result<Option<Record>, RecordError> {

@@ -6,7 +6,6 @@
 use crate::harness::{Backend, PrivateRedis, Setup, TestApp, eventually, http_client, spawn_app};
 use futures_util::future::join_all;
 use server::config::Config;
-use sqlx::{Connection, Executor};
 use std::time::Duration;
 
 async fn readiness(app: &TestApp) -> (u16, serde_json::Value) {
@@ -148,25 +147,7 @@ async fn with_the_database_down_orders_answer_503_give_holds_back_and_write_noth
     let buyer = app.buyer().await;
     assert_eq!(buyer.order(item.id, 1, "up").await.status, 201);
 
-    let admin_url = std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let name = app.db.url.rsplit('/').next().unwrap_or_default().to_owned();
-    let mut admin = sqlx::AnyConnection::connect(&admin_url)
-        .await
-        .expect("admin");
-    admin
-        .execute(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false").as_str())
-        .await
-        .expect("lock the database");
-    admin
-        .execute(
-            format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-            )
-            .as_str(),
-        )
-        .await
-        .expect("cut connections");
+    let outage = app.db.go_down().await;
 
     let down = buyer.order(item.id, 1, "down").await;
     assert_eq!((down.status, down.code()), (503, "unavailable"), "{down:?}");
@@ -181,10 +162,7 @@ async fn with_the_database_down_orders_answer_503_give_holds_back_and_write_noth
     assert_eq!(ready["code"], "unavailable");
     assert_eq!(ready["checks"]["database"]["ok"], false);
 
-    admin
-        .execute(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true").as_str())
-        .await
-        .expect("unlock the database");
+    outage.end().await;
     assert_eq!(
         app.orders_in_db(&item).await,
         (1, 1),

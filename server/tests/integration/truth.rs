@@ -283,32 +283,11 @@ async fn a_reuse_that_cannot_be_checked_answers_503() {
     let buyer = app.buyer().await;
     assert_eq!(buyer.order(item.id, 1, "k").await.code(), "sold_out");
 
-    let admin_url = std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let name = app.db.url.rsplit('/').next().unwrap_or_default().to_owned();
-    let mut admin = sqlx::AnyConnection::connect(&admin_url)
-        .await
-        .expect("admin");
-    admin
-        .execute(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false").as_str())
-        .await
-        .expect("lock the database");
-    admin
-        .execute(
-            format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-            )
-            .as_str(),
-        )
-        .await
-        .expect("cut connections");
+    let outage = app.db.go_down().await;
     // Past the age at which this instance stops vouching for Redis records.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let reused = buyer.order(item.id, 2, "k").await;
-    admin
-        .execute(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true").as_str())
-        .await
-        .expect("unlock the database");
+    outage.end().await;
     assert_eq!(
         (reused.status, reused.code()),
         (503, "unavailable"),

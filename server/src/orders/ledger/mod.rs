@@ -29,7 +29,7 @@ pub mod versioned;
 
 use super::strategy::Strategy;
 use super::{Attempt, Route};
-use crate::metrics::{self as m, Metrics};
+use crate::metrics::Metrics;
 use crate::records::generation::RecordsGeneration;
 use app::domain::{BuyerId, IdempotencyKey};
 use app::model::{OrderRequest, Receipt};
@@ -149,11 +149,7 @@ impl LedgerStage {
         .instrument(tracing::info_span!("ledger"))
         .await;
         self.metrics
-            .histogram(
-                m::STAGE_SECONDS,
-                &[("stage", "ledger"), ("strategy", route.strategy.label())],
-            )
-            .record(started.elapsed());
+            .stage_took("ledger", route.strategy.label(), started.elapsed());
         written
     }
 }

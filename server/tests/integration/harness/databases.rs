@@ -102,6 +102,50 @@ impl Drop for TestDb {
     }
 }
 
+/// A PostgreSQL test database that refuses every connection until
+/// [`PostgresOutage::end`]: the database going down under a running server.
+pub struct PostgresOutage {
+    admin: sqlx::AnyConnection,
+    name: String,
+}
+
+impl PostgresOutage {
+    pub async fn end(mut self) {
+        self.admin
+            .execute(format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", self.name).as_str())
+            .await
+            .expect("unlock the database");
+    }
+}
+
+impl TestDb {
+    /// Locks the (PostgreSQL) database and terminates its connections.
+    pub async fn go_down(&self) -> PostgresOutage {
+        assert_eq!(self.backend, Backend::Postgres, "outages are PostgreSQL's");
+        let mut admin = sqlx::AnyConnection::connect(&self.admin_url)
+            .await
+            .expect("admin");
+        admin
+            .execute(format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", self.name).as_str())
+            .await
+            .expect("lock the database");
+        admin
+            .execute(
+                format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+                    self.name
+                )
+                .as_str(),
+            )
+            .await
+            .expect("cut connections");
+        PostgresOutage {
+            admin,
+            name: self.name.clone(),
+        }
+    }
+}
+
 impl TestApp {
     /// Number of order rows and their total quantity for an item, read from
     /// the database itself.
