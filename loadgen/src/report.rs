@@ -94,7 +94,7 @@ impl Summary {
             .timeline
             .iter()
             .enumerate()
-            .filter(|(_, h)| h.len() > 0)
+            .filter(|(_, h)| !h.is_empty())
             .map(|(s, h)| {
                 (
                     s as u64,

@@ -53,10 +53,10 @@ pub async fn prepare(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result
     let mut buyers = Vec::with_capacity(args.buyers as usize);
     let mut pending = tokio::task::JoinSet::new();
     for _ in 0..args.buyers {
-        if pending.len() >= 64 {
-            if let Some(done) = pending.join_next().await {
-                buyers.push(done??);
-            }
+        if pending.len() >= 64
+            && let Some(done) = pending.join_next().await
+        {
+            buyers.push(done??);
         }
         let (client, base) = (client.clone(), base.clone());
         pending.spawn(async move { new_buyer(&client, &base).await });
