@@ -79,9 +79,9 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 30.0)]
     pub request_timeout: f64,
     /// Retry a request this many times with the same Idempotency-Key when
-    /// its answer was retryable or missing (5xx, no answer, 409 in progress or
-    /// stock conflict, 429), as a careful client does; latency runs to the
-    /// final answer.
+    /// no answer came or the answer's body says `"retryable": true` (a 5xx
+    /// without a readable body counts as retryable), as a careful client
+    /// does; latency runs to the final answer.
     #[arg(long, default_value_t = 0)]
     pub retries: u32,
     /// Skip the invariant checks.

@@ -14,11 +14,15 @@
 //! spends as little CPU per request as it can and leaves the rest to the
 //! server it measures.
 
+use crate::answer::Answer;
 use crate::cli::{Endpoint, RunArgs};
 use crate::setup::Target;
 use hdrhistogram::Histogram;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The header that marks a replayed answer.
+const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
 /// At most this many requests in flight in the open model.
 const MAX_IN_FLIGHT: usize = 20_000;
@@ -179,25 +183,18 @@ fn shot(args: &RunArgs, target: &Target, n: u64) -> Shot {
     }
 }
 
+/// The JSON body of an order, built the same way by both senders.
+fn order_body(item: i64, qty: i64) -> String {
+    format!(r#"{{"item_id":{item},"qty":{qty}}}"#)
+}
+
 /// One logical request: retried with the same key while its answer was
-/// retryable, up to `--retries` times.
-async fn fire(
-    client: &reqwest::Client,
-    args: &RunArgs,
-    shot: &Shot,
-) -> (Class, Option<String>, Option<String>) {
+/// retryable (as the answer's body says), up to `--retries` times.
+async fn fire(client: &reqwest::Client, args: &RunArgs, shot: &Shot) -> Answer {
     let key = uuid::Uuid::new_v4().to_string();
     let mut answer = fire_once(client, args, shot, &key).await;
     for attempt in 0..args.retries {
-        let retryable = match &answer {
-            (Class::Failed | Class::Server5xx, _, _) => true,
-            (_, Some(code), _) => matches!(
-                code.as_str(),
-                "request_in_progress" | "stock_conflict" | "rate_limited" | "unavailable"
-            ),
-            _ => false,
-        };
-        if !retryable {
+        if !answer.retryable {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1).min(10))).await;
@@ -206,12 +203,7 @@ async fn fire(
     answer
 }
 
-async fn fire_once(
-    client: &reqwest::Client,
-    args: &RunArgs,
-    shot: &Shot,
-    key: &str,
-) -> (Class, Option<String>, Option<String>) {
+async fn fire_once(client: &reqwest::Client, args: &RunArgs, shot: &Shot, key: &str) -> Answer {
     let request = match shot.item {
         None => client.get(&shot.url),
         Some(item) => {
@@ -219,32 +211,26 @@ async fn fire_once(
                 .post(&shot.url)
                 .header("Idempotency-Key", key)
                 .header("Cookie", shot.cookie.as_deref().unwrap_or_default())
-                .json(&serde_json::json!({ "item_id": item, "qty": args.qty }));
+                .header("Content-Type", "application/json")
+                .body(order_body(item, args.qty));
             if let Some(strategy) = &args.strategy {
                 request = request.header("X-Order-Strategy", strategy);
             }
             request
         }
     };
-    match request
+    let Ok(response) = request
         .timeout(Duration::from_secs_f64(args.request_timeout))
         .send()
         .await
-    {
-        Err(_) => (Class::Failed, None, None),
-        Ok(response) => {
-            let class = Class::of(response.status().as_u16());
-            let Ok(bytes) = response.bytes().await else {
-                return (Class::Failed, None, None);
-            };
-            if shot.item.is_none() {
-                return (class, None, None);
-            }
-            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            let code = body["code"].as_str().map(str::to_owned);
-            let order = body["order_id"].as_str().map(str::to_owned);
-            (class, code, order)
-        }
+    else {
+        return Answer::none();
+    };
+    let status = response.status().as_u16();
+    let replayed = response.headers().get(IDEMPOTENT_REPLAYED).cloned();
+    match response.bytes().await {
+        Ok(body) => Answer::read(status, replayed.as_ref().map(|v| v.as_bytes()), &body),
+        Err(_) => Answer::none(),
     }
 }
 
@@ -263,7 +249,7 @@ async fn send_raw(
     base: &str,
     args: &RunArgs,
     shot: &Shot,
-) -> (Class, Option<String>, Option<String>) {
+) -> Answer {
     use http_body_util::BodyExt;
     if connection.as_ref().is_none_or(|c| c.is_closed()) {
         let authority = base
@@ -271,23 +257,23 @@ async fn send_raw(
             .trim_end_matches('/')
             .to_owned();
         let Ok(stream) = tokio::net::TcpStream::connect(&authority).await else {
-            return (Class::Failed, None, None);
+            return Answer::none();
         };
         let _ = stream.set_nodelay(true);
         let Ok((sender, conn)) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
         else {
-            return (Class::Failed, None, None);
+            return Answer::none();
         };
         tokio::spawn(conn);
         *connection = Some(sender);
     }
     let Some(sender) = connection.as_mut() else {
-        return (Class::Failed, None, None);
+        return Answer::none();
     };
     if sender.ready().await.is_err() {
         *connection = None;
-        return (Class::Failed, None, None);
+        return Answer::none();
     }
     let path = shot
         .url
@@ -300,7 +286,6 @@ async fn send_raw(
             .header("host", host)
             .body(http_body_util::Full::new(bytes_body::Bytes::new())),
         Some(item) => {
-            let body = format!(r#"{{"item_id":{item},"qty":{}}}"#, args.qty);
             let mut builder = hyper::Request::post(path)
                 .header("host", host)
                 .header("content-type", "application/json")
@@ -309,28 +294,29 @@ async fn send_raw(
             if let Some(strategy) = &args.strategy {
                 builder = builder.header("x-order-strategy", strategy.as_str());
             }
-            builder.body(http_body_util::Full::new(bytes_body::Bytes::from(body)))
+            builder.body(http_body_util::Full::new(bytes_body::Bytes::from(
+                order_body(item, args.qty),
+            )))
         }
     };
     let Ok(request) = request else {
-        return (Class::Failed, None, None);
+        return Answer::none();
     };
     let Ok(response) = sender.send_request(request).await else {
         *connection = None;
-        return (Class::Failed, None, None);
+        return Answer::none();
     };
-    let class = Class::of(response.status().as_u16());
+    let status = response.status().as_u16();
+    let replayed = response.headers().get(IDEMPOTENT_REPLAYED).cloned();
     let Ok(body) = response.into_body().collect().await else {
         *connection = None;
-        return (Class::Failed, None, None);
+        return Answer::none();
     };
-    if shot.item.is_none() {
-        return (class, None, None);
-    }
-    let body: serde_json::Value = serde_json::from_slice(&body.to_bytes()).unwrap_or_default();
-    let code = body["code"].as_str().map(str::to_owned);
-    let order = body["order_id"].as_str().map(str::to_owned);
-    (class, code, order)
+    Answer::read(
+        status,
+        replayed.as_ref().map(|v| v.as_bytes()),
+        &body.to_bytes(),
+    )
 }
 
 fn record(
@@ -339,7 +325,7 @@ fn record(
     scheduled: Instant,
     sent: Instant,
     shot: &Shot,
-    answer: (Class, Option<String>, Option<String>),
+    answer: &Answer,
 ) {
     let mut r = recorded
         .lock()
@@ -353,7 +339,7 @@ fn record_into(
     scheduled: Instant,
     sent: Instant,
     shot: &Shot,
-    answer: (Class, Option<String>, Option<String>),
+    answer: &Answer,
 ) {
     let done = Instant::now();
     let corrected = done.saturating_duration_since(scheduled).as_micros().max(1) as u64;
@@ -365,15 +351,23 @@ fn record_into(
         r.timeline.push(histogram());
     }
     let _ = r.timeline[second].record(corrected);
-    let (class, code, order) = answer;
+    let class = answer.status.map_or(Class::Failed, Class::of);
     r.counts.add(class);
-    if let Some(code) = code {
-        *r.counts.codes.entry(code).or_default() += 1;
+    if let Some(code) = &answer.code {
+        match r.counts.codes.get_mut(code) {
+            Some(n) => *n += 1,
+            None => {
+                r.counts.codes.insert(code.clone(), 1);
+            }
+        }
     }
     if let (Class::Created, Some(item)) = (class, shot.item) {
         *r.created_per_item.entry(item).or_default() += 1;
-        if let Some(order) = order {
-            r.created_orders.entry(item).or_default().push(order);
+        if let Some(order) = &answer.order_id {
+            r.created_orders
+                .entry(item)
+                .or_default()
+                .push(order.clone());
         }
     }
 }
@@ -413,7 +407,7 @@ pub async fn drive(client: &reqwest::Client, args: &RunArgs, target: &Arc<Target
                     tasks.spawn(async move {
                         let actually_sent = Instant::now();
                         let answer = fire(&client, &args_c, &shot).await;
-                        record(&recorded, start, scheduled, actually_sent, &shot, answer);
+                        record(&recorded, start, scheduled, actually_sent, &shot, &answer);
                     });
                 }
             }
@@ -437,7 +431,7 @@ pub async fn drive(client: &reqwest::Client, args: &RunArgs, target: &Arc<Target
                         let shot = shot(&args_c, &buyers_items, n);
                         let scheduled = Instant::now();
                         let answer = send_raw(&mut connection, &base, &args_c, &shot).await;
-                        record_into(&mut local, start, scheduled, scheduled, &shot, answer);
+                        record_into(&mut local, start, scheduled, scheduled, &shot, &answer);
                     }
                     recorded
                         .lock()

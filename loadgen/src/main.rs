@@ -4,6 +4,9 @@
 //!
 //! - [`cli`]: the command line (clap).
 //! - [`setup`]: buyer sessions and items, created through the API.
+//! - [`answer`]: one reading of the shop's answers (status, error code,
+//!   `retryable` from the body, the replay header, the order id) for both
+//!   senders.
 //! - [`drive`]: the open model (requests leave on schedule whether or not
 //!   earlier ones returned; latency counted from the scheduled time, so
 //!   coordinated omission is corrected) and the closed loop for maximum
@@ -15,6 +18,7 @@
 //! It only ever targets loopback addresses and always stops by itself: at
 //! the duration, at the request cap, and at a drain deadline.
 
+mod answer;
 mod check;
 mod cli;
 mod drive;
