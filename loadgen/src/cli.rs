@@ -20,6 +20,9 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Build the A/B report (markdown + SVG charts) from run summaries.
     Report(ReportArgs),
+    /// Forward a database's TCP and, when armed, cut a client's connection
+    /// right after forwarding its COMMIT (for the fault run).
+    Proxy(ProxyArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -125,6 +128,22 @@ pub struct ReportArgs {
     pub output: PathBuf,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// Loopback `ip:port` the servers connect to.
+    #[arg(long)]
+    pub listen: String,
+    /// Loopback `ip:port` of the database.
+    #[arg(long)]
+    pub upstream: String,
+    #[arg(long, value_enum)]
+    pub protocol: crate::proxy::Protocol,
+    /// Loopback `ip:port` of the control endpoint (`POST /cut?commits=N`,
+    /// `GET /stats`).
+    #[arg(long)]
+    pub control: Option<String>,
+}
+
 impl RunArgs {
     /// # Errors
     /// A target that is not on loopback, or numbers out of range.
@@ -191,7 +210,7 @@ mod tests {
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).expect("parses").command {
             Command::Run(args) => *args,
-            Command::Report(_) => unreachable!("a run"),
+            Command::Report(_) | Command::Proxy(_) => unreachable!("a run"),
         }
     }
 

@@ -76,21 +76,22 @@ impl Reply {
 
 pub type Handler = Arc<dyn Fn(Command<'_>) -> Reply + Send + Sync>;
 
-/// Binds `addr`, which must be a loopback address.
+/// Binds `addr`, which must be a loopback address (the control endpoint
+/// and the proxy listen on loopback only).
 ///
 /// # Errors
 /// Not a loopback `ip:port`, or the port cannot be bound.
-pub async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+pub async fn bind_loopback(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
     let parsed: SocketAddr = addr
         .parse()
-        .map_err(|_| anyhow::anyhow!("control address must be ip:port, got {addr}"))?;
+        .map_err(|_| anyhow::anyhow!("a listening address must be ip:port, got {addr}"))?;
     anyhow::ensure!(
         parsed.ip().is_loopback(),
-        "the control endpoint listens on loopback only, not {addr}"
+        "listening on loopback only, not {addr}"
     );
     tokio::net::TcpListener::bind(parsed)
         .await
-        .map_err(|e| anyhow::anyhow!("binding the control endpoint {addr}: {e}"))
+        .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))
 }
 
 /// Serves commands on `listener` with `handler` until the task is aborted.
@@ -143,14 +144,14 @@ mod tests {
 
     #[tokio::test]
     async fn only_loopback_is_bound() {
-        assert!(bind("0.0.0.0:0").await.is_err());
-        assert!(bind("localhost").await.is_err());
-        assert!(bind("127.0.0.1:0").await.is_ok());
+        assert!(bind_loopback("0.0.0.0:0").await.is_err());
+        assert!(bind_loopback("localhost").await.is_err());
+        assert!(bind_loopback("127.0.0.1:0").await.is_ok());
     }
 
     #[tokio::test]
     async fn a_command_reaches_the_handler_and_its_reply_the_client() {
-        let listener = bind("127.0.0.1:0").await.expect("binds");
+        let listener = bind_loopback("127.0.0.1:0").await.expect("binds");
         let addr = listener.local_addr().expect("address");
         let handler: Handler = Arc::new(|c: Command<'_>| match (c.method, c.path) {
             ("POST", "/fault") => Reply::ok(serde_json::json!({ "name": c.param("name") })),

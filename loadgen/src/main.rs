@@ -16,7 +16,9 @@
 //! - [`history`]: with `--history`, every request and answer, replays of
 //!   earlier keys, and the Jepsen-style checker that judges them.
 //! - [`control`]: the loopback HTTP endpoint a fault script steers the
-//!   generator with.
+//!   generator and the proxy with.
+//! - [`proxy`]: `loadgen proxy`, a PostgreSQL/MySQL proxy for the fault run
+//!   that cuts connections right after forwarding a COMMIT.
 //! - [`report`]: a run's summary (JSON), and the A/B markdown table and SVG
 //!   charts built from several summaries.
 //!
@@ -29,6 +31,7 @@ mod cli;
 mod control;
 mod drive;
 mod history;
+mod proxy;
 mod report;
 mod setup;
 
@@ -46,6 +49,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         cli::Command::Run(args) => run(*args).await,
         cli::Command::Report(args) => report::write_ab_report(&args.input, &args.output),
+        cli::Command::Proxy(args) => proxy::run(args).await,
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,
@@ -74,7 +78,7 @@ async fn run(args: cli::RunArgs) -> anyhow::Result<bool> {
     // to start (`GET /status`).
     let control = match (&args.control, &recorder) {
         (Some(addr), Some(recorder)) => {
-            let listener = control::bind(addr).await?;
+            let listener = control::bind_loopback(addr).await?;
             let recorder = recorder.clone();
             Some(control::spawn(
                 listener,
