@@ -236,28 +236,56 @@ fn order_body(payload: Payload) -> String {
     format!(r#"{{"item_id":{},"qty":{}}}"#, payload.item, payload.qty)
 }
 
-/// Adds one request and its answer to the history, if one is kept.
-fn remember(
-    plan: &Plan,
-    shot: &Shot,
+/// An attempt on its way, with a history kept: recorded when its answer
+/// comes, or as "no answer" if the run gives up on it first (its task is
+/// aborted at the drain deadline), so the history holds every request
+/// sent.
+struct InFlight<'p> {
+    recorder: &'p Recorder,
+    order: KeyRef,
     purpose: Purpose,
     sent_us: u64,
-    answer: &Answer,
-    body: Option<Bytes>,
-) {
-    let (Some(recorder), Some(order)) = (&plan.recorder, shot.order) else {
-        return;
-    };
-    recorder.record(Event {
-        buyer: order.buyer,
-        key: order.key,
-        payload: order.payload,
-        purpose,
-        sent_us,
-        received_us: recorder.now_us(),
-        answer: answer.clone(),
-        body: body.map(|b| String::from_utf8_lossy(&b).into()),
-    });
+    answered: bool,
+}
+
+impl<'p> InFlight<'p> {
+    /// `None` without a history, or for a request that is no order.
+    fn start(plan: &'p Plan, shot: &Shot, purpose: Purpose) -> Option<Self> {
+        let recorder = plan.recorder.as_deref()?;
+        Some(Self {
+            recorder,
+            order: shot.order?,
+            purpose,
+            sent_us: recorder.now_us(),
+            answered: false,
+        })
+    }
+
+    fn record(&self, answer: Answer, body: Option<Bytes>) {
+        self.recorder.record(Event {
+            buyer: self.order.buyer,
+            key: self.order.key,
+            payload: self.order.payload,
+            purpose: self.purpose,
+            sent_us: self.sent_us,
+            received_us: self.recorder.now_us(),
+            answer,
+            body: body.map(|b| String::from_utf8_lossy(&b).into()),
+        });
+    }
+
+    fn answered(mut self, answer: &Answer, body: Option<Bytes>) {
+        self.answered = true;
+        self.record(answer.clone(), body);
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.record(Answer::none(), None);
+        }
+    }
 }
 
 /// One logical request: retried with the same key while its answer was
@@ -268,9 +296,11 @@ async fn fire(client: &reqwest::Client, plan: &Plan, shot: &Shot) -> Answer {
     let mut purpose = Purpose::First;
     let mut attempt = 0;
     loop {
-        let sent_us = plan.recorder.as_ref().map_or(0, |r| r.now_us());
+        let in_flight = InFlight::start(plan, shot, purpose);
         let (answer, body) = fire_once(client, plan, shot).await;
-        remember(plan, shot, purpose, sent_us, &answer, body);
+        if let Some(in_flight) = in_flight {
+            in_flight.answered(&answer, body);
+        }
         if !answer.retryable || attempt >= plan.args.retries {
             if let (Some(recorder), Some(order)) = (&plan.recorder, shot.order) {
                 recorder.settled(order, &answer);
@@ -285,16 +315,11 @@ async fn fire(client: &reqwest::Client, plan: &Plan, shot: &Shot) -> Answer {
 
 /// A replay: sent once, never retried, recorded.
 async fn replay(client: &reqwest::Client, plan: &Plan, shot: &Shot, after_fault: Option<usize>) {
-    let sent_us = plan.recorder.as_ref().map_or(0, |r| r.now_us());
+    let in_flight = InFlight::start(plan, shot, Purpose::Replay { after_fault });
     let (answer, body) = fire_once(client, plan, shot).await;
-    remember(
-        plan,
-        shot,
-        Purpose::Replay { after_fault },
-        sent_us,
-        &answer,
-        body,
-    );
+    if let Some(in_flight) = in_flight {
+        in_flight.answered(&answer, body);
+    }
 }
 
 /// One attempt through reqwest; the body comes back too (none when no
