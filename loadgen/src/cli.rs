@@ -23,6 +23,8 @@ pub enum Command {
     /// Forward a database's TCP and, when armed, cut a client's connection
     /// right after forwarding its COMMIT (for the fault run).
     Proxy(ProxyArgs),
+    /// Build the fault runs' markdown report from their summaries.
+    FaultReport(FaultReportArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -129,6 +131,17 @@ pub struct ReportArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct FaultReportArgs {
+    /// Directory holding `faults-<db>.json` (and its `.proxy.json` and
+    /// `.timeline.txt`).
+    #[arg(long = "in")]
+    pub input: PathBuf,
+    /// The markdown file to write.
+    #[arg(long = "out")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct ProxyArgs {
     /// Loopback `ip:port` the servers connect to.
     #[arg(long)]
@@ -210,7 +223,7 @@ mod tests {
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).expect("parses").command {
             Command::Run(args) => *args,
-            Command::Report(_) | Command::Proxy(_) => unreachable!("a run"),
+            _ => unreachable!("a run"),
         }
     }
 

@@ -21,6 +21,7 @@
 //!   that cuts connections right after forwarding a COMMIT.
 //! - [`report`]: a run's summary (JSON), and the A/B markdown table and SVG
 //!   charts built from several summaries.
+//! - [`fault_report`]: the fault runs' markdown report.
 //!
 //! It only ever targets loopback addresses and always stops by itself: at
 //! the duration, at the request cap, and at a drain deadline.
@@ -30,6 +31,7 @@ mod check;
 mod cli;
 mod control;
 mod drive;
+mod fault_report;
 mod history;
 mod proxy;
 mod report;
@@ -50,6 +52,7 @@ async fn main() -> std::process::ExitCode {
         cli::Command::Run(args) => run(*args).await,
         cli::Command::Report(args) => report::write_ab_report(&args.input, &args.output),
         cli::Command::Proxy(args) => proxy::run(args).await,
+        cli::Command::FaultReport(args) => fault_report::write(&args.input, &args.output),
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,
