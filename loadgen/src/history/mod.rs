@@ -48,7 +48,9 @@
 //! 4. A request with the original payload sent after the key's first
 //!    definite answer came back, and answered definitely, repeats that
 //!    answer: same status, same JSON body; a repeated 201 carries
-//!    `Idempotent-Replayed: true`.
+//!    `Idempotent-Replayed: true`. A refusal repeated with the same status
+//!    and code but another body is counted apart (`reworded`: decided
+//!    again rather than replayed) from one that changed its status or code.
 //! 5. A changed request sent after the key's first definite answer came
 //!    back is never answered 201, and if answered definitely, it is 422
 //!    `idempotency_key_reused`.

@@ -42,8 +42,12 @@ pub enum Violation {
     ByKeyDisagrees,
     /// Rule 3: an order for a key nobody sent.
     OrderWithoutRequest,
-    /// Rule 4: a replay answered definitely, but not as the first time.
+    /// Rule 4: a replay answered definitely, but not as the first time:
+    /// another status, another error code, or another 201 body.
     ReplayDiffers,
+    /// Rule 4: a replay refused with the first status and code, but another
+    /// body (the refusal was decided again, not replayed).
+    ReplayReworded,
     /// Rule 4: a replayed 201 without `Idempotent-Replayed: true`.
     ReplayUnmarked,
     /// Rule 5: another payload under a settled key was answered 201.
@@ -68,6 +72,7 @@ impl Violation {
             Self::ByKeyDisagrees => "r3_by_key_disagrees",
             Self::OrderWithoutRequest => "r3_order_without_request",
             Self::ReplayDiffers => "r4_replay_differs",
+            Self::ReplayReworded => "r4_replay_reworded",
             Self::ReplayUnmarked => "r4_replay_unmarked",
             Self::ChangedPayloadCreated => "r5_changed_payload_created",
             Self::ChangedPayloadNot422 => "r5_changed_payload_not_422",
@@ -529,7 +534,15 @@ fn rule_4(k: &KeyHistory<'_>, who: &str, verdict: &mut Verdict) {
         if e.answer.status != first.answer.status
             || !same_body(e.body.as_deref(), first.body.as_deref())
         {
-            verdict.add(Violation::ReplayDiffers, e.received_us, || {
+            let reworded = e.answer.status == first.answer.status
+                && !is_created(e)
+                && e.answer.code == first.answer.code;
+            let kind = if reworded {
+                Violation::ReplayReworded
+            } else {
+                Violation::ReplayDiffers
+            };
+            verdict.add(kind, e.received_us, || {
                 format!(
                     "{who}: first {} with {}, then {} with {}",
                     line(first),
@@ -847,6 +860,21 @@ mod tests {
         ];
         let v = judged(other_body, &evidence(vec![]));
         assert_eq!(count(&v, Violation::ReplayDiffers), 1);
+
+        let reworded = vec![
+            sold_out(Purpose::First, 0),
+            event(
+                REPLAY,
+                1,
+                10,
+                Some(409),
+                true,
+                r#"{"code":"sold_out","message":"only 0 left","retryable":false}"#,
+            ),
+        ];
+        let v = judged(reworded, &evidence(vec![]));
+        assert_eq!(count(&v, Violation::ReplayReworded), 1);
+        assert_eq!(count(&v, Violation::ReplayDiffers), 0);
 
         // Bodies are compared as JSON, not as text.
         let reordered = r#"{"retryable":false,"message":"m","code":"sold_out"}"#;
