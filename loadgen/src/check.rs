@@ -209,7 +209,7 @@ pub async fn invariants(
             distinct.len() as i64 == created,
             format!("{} distinct order ids in {created} answers", distinct.len()),
         ));
-        let sent_here = outcome.sent / items + u64::from(outcome.sent % items > 0);
+        let sent_here = outcome.sent.div_ceil(items);
         let demand = (sent_here as i64).saturating_mul(args.qty);
         let expected_units = demand.min(item.initial_stock);
         if retryable_failures == 0 {

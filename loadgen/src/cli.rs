@@ -17,9 +17,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one load and check the invariants afterwards.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Build the A/B report (markdown + SVG charts) from run summaries.
     Report(ReportArgs),
+    /// Forward a database's TCP and, when armed, cut a client's connection
+    /// right after forwarding its COMMIT (for the fault run).
+    Proxy(ProxyArgs),
+    /// Build the fault runs' markdown report from their summaries.
+    FaultReport(FaultReportArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,14 +84,34 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 30.0)]
     pub request_timeout: f64,
     /// Retry a request this many times with the same Idempotency-Key when
-    /// its answer was retryable or missing (5xx, no answer, 409 in progress or
-    /// stock conflict, 429), as a careful client does; latency runs to the
-    /// final answer.
+    /// no answer came or the answer's body says `"retryable": true` (a 5xx
+    /// without a readable body counts as retryable), as a careful client
+    /// does; latency runs to the final answer.
     #[arg(long, default_value_t = 0)]
     pub retries: u32,
     /// Skip the invariant checks.
     #[arg(long)]
     pub no_check: bool,
+    /// Keep every order request and its answer, replay earlier keys during
+    /// the run, and check the history afterwards against the database and
+    /// `GET /api/orders/by-key` (open model only; needs --database-url).
+    #[arg(long)]
+    pub history: bool,
+    /// Most requests the history keeps (about half a kilobyte each); a run
+    /// that sends more fails its history check as incomplete.
+    #[arg(long, default_value_t = 200_000)]
+    pub history_limit: usize,
+    /// With --history: earlier keys replayed per second all run long.
+    #[arg(long, default_value_t = 20.0)]
+    pub replay_rate: f64,
+    /// With --history: keys replayed within half a second after each fault
+    /// announced on the control endpoint.
+    #[arg(long, default_value_t = 200)]
+    pub fault_burst: u32,
+    /// With --history: serve the control endpoint on this loopback
+    /// `ip:port` (`GET /status`, `POST /fault?name=NAME`).
+    #[arg(long)]
+    pub control: Option<String>,
     /// Name of this run in the report.
     #[arg(long, default_value = "run")]
     pub label: String,
@@ -103,6 +128,33 @@ pub struct ReportArgs {
     /// Directory for README.md and the SVG charts.
     #[arg(long = "out")]
     pub output: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FaultReportArgs {
+    /// Directory holding `faults-<db>.json` (and its `.proxy.json` and
+    /// `.timeline.txt`).
+    #[arg(long = "in")]
+    pub input: PathBuf,
+    /// The markdown file to write.
+    #[arg(long = "out")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// Loopback `ip:port` the servers connect to.
+    #[arg(long)]
+    pub listen: String,
+    /// Loopback `ip:port` of the database.
+    #[arg(long)]
+    pub upstream: String,
+    #[arg(long, value_enum)]
+    pub protocol: crate::proxy::Protocol,
+    /// Loopback `ip:port` of the control endpoint (`POST /cut?commits=N`,
+    /// `GET /stats`).
+    #[arg(long)]
+    pub control: Option<String>,
 }
 
 impl RunArgs {
@@ -133,6 +185,19 @@ impl RunArgs {
         if self.endpoint == Endpoint::Orders && self.admin_token.is_none() {
             anyhow::bail!("--admin-token (or ADMIN_TOKEN) is needed to create items");
         }
+        if self.history {
+            if self.rate.is_none() || self.endpoint != Endpoint::Orders || self.no_check {
+                anyhow::bail!("--history needs the open model (--rate) on orders, with checks");
+            }
+            if self.database_url.is_none() {
+                anyhow::bail!("--history needs --database-url: orders are judged against it");
+            }
+            if !(0.0..=10_000.0).contains(&self.replay_rate) {
+                anyhow::bail!("--replay-rate must be between 0 and 10000 per second");
+            }
+        } else if self.control.is_some() {
+            anyhow::bail!("--control announces faults to the history: give --history");
+        }
         Ok(())
     }
 
@@ -157,8 +222,8 @@ mod tests {
         let mut argv = vec!["loadgen", "run", "--rate", "10", "--admin-token", "t"];
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).expect("parses").command {
-            Command::Run(args) => args,
-            Command::Report(_) => unreachable!("a run"),
+            Command::Run(args) => *args,
+            _ => unreachable!("a run"),
         }
     }
 
@@ -195,6 +260,23 @@ mod tests {
         assert!(
             a.max_requests > 0 && a.request_timeout > 0.0,
             "a cap and a drain deadline always apply"
+        );
+    }
+
+    #[test]
+    fn a_history_needs_the_open_model_and_the_database() {
+        assert!(args(&["--history"]).validate().is_err(), "no database");
+        let url = ["--history", "--database-url", "postgres://x"];
+        assert!(args(&url).validate().is_ok());
+        let mut closed = vec!["loadgen", "run", "--concurrency", "4", "--admin-token", "t"];
+        closed.extend_from_slice(&url);
+        let Command::Run(a) = Cli::try_parse_from(closed).expect("parses").command else {
+            unreachable!("a run");
+        };
+        assert!(a.validate().is_err(), "the closed loop keeps no history");
+        assert!(
+            args(&["--control", "127.0.0.1:9"]).validate().is_err(),
+            "faults are announced to a history"
         );
     }
 

@@ -8,17 +8,35 @@
 //! the actual send) is kept too. In-flight requests are capped; requests
 //! that would exceed the cap are counted as dropped, never silently skipped.
 //!
+//! With a history (`--history`, open model only), every attempt of every
+//! order, retries included, is recorded with its answer and body, and the
+//! dispatcher also sends the replays the [`Recorder`] says are due (a steady
+//! rate, and a burst after each announced fault), spread over the targets.
+//! Replays are kept out of the latency figures and the counts below, which
+//! describe the load itself: one final answer per new intent.
+//!
+//! Both senders read answers with [`Answer::read`] and build order bodies
+//! with one function; a request is retried while its answer's body says
+//! `"retryable": true` (or no answer came).
+//!
 //! Closed loop: `concurrency` workers each send as soon as their previous
 //! request returned, for measuring maximum throughput. Each worker owns one
 //! keep-alive HTTP/1.1 connection (plain hyper, no pool), so the generator
 //! spends as little CPU per request as it can and leaves the rest to the
 //! server it measures.
 
+use crate::answer::Answer;
 use crate::cli::{Endpoint, RunArgs};
+use crate::history::replay::KeyRef;
+use crate::history::{Event, History, Payload, Purpose, Recorder};
 use crate::setup::Target;
 use hdrhistogram::Histogram;
+use hyper::body::Bytes;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The header that marks a replayed answer.
+const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
 /// At most this many requests in flight in the open model.
 const MAX_IN_FLIGHT: usize = 20_000;
@@ -151,119 +169,206 @@ pub struct Outcome {
     pub recorded: Recorded,
     pub sent: u64,
     pub elapsed: Duration,
+    /// Every request and answer, with `--history`.
+    pub history: Option<History>,
 }
 
+/// What every request of a run shares, built once.
+struct Plan {
+    args: RunArgs,
+    target: Arc<Target>,
+    /// Per target, the URL requests go to.
+    urls: Vec<String>,
+    recorder: Option<Arc<Recorder>>,
+}
+
+/// One request: which target, and for an order, as whom, with which key
+/// and payload (none for `GET /healthz`).
+#[derive(Debug, Clone, Copy)]
 struct Shot {
-    url: String,
-    cookie: Option<String>,
-    item: Option<i64>,
+    target: usize,
+    order: Option<KeyRef>,
 }
 
-fn shot(args: &RunArgs, target: &Target, n: u64) -> Shot {
-    let base = &args.targets[(n % args.targets.len() as u64) as usize];
-    match args.endpoint {
-        Endpoint::Healthz => Shot {
-            url: format!("{base}/healthz"),
-            cookie: None,
-            item: None,
-        },
-        Endpoint::Orders => {
-            let buyer = &target.buyers[(n % target.buyers.len() as u64) as usize];
-            let item = &target.items[(n % target.items.len() as u64) as usize];
-            Shot {
-                url: format!("{base}/api/orders"),
-                cookie: Some(buyer.cookie.clone()),
-                item: Some(item.id),
-            }
+impl Plan {
+    fn new(args: &RunArgs, target: &Arc<Target>, recorder: Option<Arc<Recorder>>) -> Self {
+        let path = match args.endpoint {
+            Endpoint::Healthz => "/healthz",
+            Endpoint::Orders => "/api/orders",
+        };
+        Self {
+            args: args.clone(),
+            target: target.clone(),
+            urls: args.targets.iter().map(|t| format!("{t}{path}")).collect(),
+            recorder,
+        }
+    }
+
+    /// The `n`th new request: a fresh key, buyers and items in turn.
+    fn shot(&self, n: u64) -> Shot {
+        let order = match self.args.endpoint {
+            Endpoint::Healthz => None,
+            Endpoint::Orders => Some(KeyRef {
+                buyer: (n % self.target.buyers.len() as u64) as u32,
+                key: uuid::Uuid::new_v4(),
+                payload: Payload {
+                    item: self.target.items[(n % self.target.items.len() as u64) as usize].id,
+                    qty: self.args.qty,
+                },
+            }),
+        };
+        Shot {
+            target: (n % self.urls.len() as u64) as usize,
+            order,
+        }
+    }
+
+    fn cookie(&self, order: &KeyRef) -> &str {
+        self.target
+            .buyers
+            .get(order.buyer as usize)
+            .map_or("", |b| b.cookie.as_str())
+    }
+}
+
+/// The JSON body of an order, built the same way by both senders.
+fn order_body(payload: Payload) -> String {
+    format!(r#"{{"item_id":{},"qty":{}}}"#, payload.item, payload.qty)
+}
+
+/// An attempt on its way, with a history kept: recorded when its answer
+/// comes, or as "no answer" if the run gives up on it first (its task is
+/// aborted at the drain deadline), so the history holds every request
+/// sent.
+struct InFlight<'p> {
+    recorder: &'p Recorder,
+    order: KeyRef,
+    purpose: Purpose,
+    sent_us: u64,
+    answered: bool,
+}
+
+impl<'p> InFlight<'p> {
+    /// `None` without a history, or for a request that is no order.
+    fn start(plan: &'p Plan, shot: &Shot, purpose: Purpose) -> Option<Self> {
+        let recorder = plan.recorder.as_deref()?;
+        Some(Self {
+            recorder,
+            order: shot.order?,
+            purpose,
+            sent_us: recorder.now_us(),
+            answered: false,
+        })
+    }
+
+    fn record(&self, answer: Answer, body: Option<Bytes>) {
+        self.recorder.record(Event {
+            buyer: self.order.buyer,
+            key: self.order.key,
+            payload: self.order.payload,
+            purpose: self.purpose,
+            sent_us: self.sent_us,
+            received_us: self.recorder.now_us(),
+            answer,
+            body: body.map(|b| String::from_utf8_lossy(&b).into()),
+        });
+    }
+
+    fn answered(mut self, answer: &Answer, body: Option<Bytes>) {
+        self.answered = true;
+        self.record(answer.clone(), body);
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.record(Answer::none(), None);
         }
     }
 }
 
 /// One logical request: retried with the same key while its answer was
-/// retryable, up to `--retries` times.
-async fn fire(
-    client: &reqwest::Client,
-    args: &RunArgs,
-    shot: &Shot,
-) -> (Class, Option<String>, Option<String>) {
-    let key = uuid::Uuid::new_v4().to_string();
-    let mut answer = fire_once(client, args, shot, &key).await;
-    for attempt in 0..args.retries {
-        let retryable = match &answer {
-            (Class::Failed | Class::Server5xx, _, _) => true,
-            (_, Some(code), _) => matches!(
-                code.as_str(),
-                "request_in_progress" | "stock_conflict" | "rate_limited" | "unavailable"
-            ),
-            _ => false,
-        };
-        if !retryable {
-            break;
+/// retryable (as the answer's body says), up to `--retries` times. With a
+/// history, every attempt is recorded and a definite end makes the key a
+/// candidate for replays.
+async fn fire(client: &reqwest::Client, plan: &Plan, shot: &Shot) -> Answer {
+    let mut purpose = Purpose::First;
+    let mut attempt = 0;
+    loop {
+        let in_flight = InFlight::start(plan, shot, purpose);
+        let (answer, body) = fire_once(client, plan, shot).await;
+        if let Some(in_flight) = in_flight {
+            in_flight.answered(&answer, body);
         }
-        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt + 1).min(10))).await;
-        answer = fire_once(client, args, shot, &key).await;
+        if !answer.retryable || attempt >= plan.args.retries {
+            if let (Some(recorder), Some(order)) = (&plan.recorder, shot.order) {
+                recorder.settled(order, &answer);
+            }
+            return answer;
+        }
+        attempt += 1;
+        purpose = Purpose::Retry;
+        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt).min(10))).await;
     }
-    answer
 }
 
-async fn fire_once(
-    client: &reqwest::Client,
-    args: &RunArgs,
-    shot: &Shot,
-    key: &str,
-) -> (Class, Option<String>, Option<String>) {
-    let request = match shot.item {
-        None => client.get(&shot.url),
-        Some(item) => {
+/// A replay: sent once, never retried, recorded.
+async fn replay(client: &reqwest::Client, plan: &Plan, shot: &Shot, after_fault: Option<usize>) {
+    let in_flight = InFlight::start(plan, shot, Purpose::Replay { after_fault });
+    let (answer, body) = fire_once(client, plan, shot).await;
+    if let Some(in_flight) = in_flight {
+        in_flight.answered(&answer, body);
+    }
+}
+
+/// One attempt through reqwest; the body comes back too (none when no
+/// answer came).
+async fn fire_once(client: &reqwest::Client, plan: &Plan, shot: &Shot) -> (Answer, Option<Bytes>) {
+    let url = &plan.urls[shot.target];
+    let request = match &shot.order {
+        None => client.get(url),
+        Some(order) => {
             let mut request = client
-                .post(&shot.url)
-                .header("Idempotency-Key", key)
-                .header("Cookie", shot.cookie.as_deref().unwrap_or_default())
-                .json(&serde_json::json!({ "item_id": item, "qty": args.qty }));
-            if let Some(strategy) = &args.strategy {
+                .post(url)
+                .header("Idempotency-Key", order.key.to_string())
+                .header("Cookie", plan.cookie(order))
+                .header("Content-Type", "application/json")
+                .body(order_body(order.payload));
+            if let Some(strategy) = &plan.args.strategy {
                 request = request.header("X-Order-Strategy", strategy);
             }
             request
         }
     };
-    match request
-        .timeout(Duration::from_secs_f64(args.request_timeout))
+    let Ok(response) = request
+        .timeout(Duration::from_secs_f64(plan.args.request_timeout))
         .send()
         .await
-    {
-        Err(_) => (Class::Failed, None, None),
-        Ok(response) => {
-            let class = Class::of(response.status().as_u16());
-            let Ok(bytes) = response.bytes().await else {
-                return (Class::Failed, None, None);
-            };
-            if shot.item.is_none() {
-                return (class, None, None);
-            }
-            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            let code = body["code"].as_str().map(str::to_owned);
-            let order = body["order_id"].as_str().map(str::to_owned);
-            (class, code, order)
-        }
+    else {
+        return (Answer::none(), None);
+    };
+    let status = response.status().as_u16();
+    let replayed = response.headers().get(IDEMPOTENT_REPLAYED).cloned();
+    match response.bytes().await {
+        Ok(body) => (
+            Answer::read(status, replayed.as_ref().map(|v| v.as_bytes()), &body),
+            Some(body),
+        ),
+        Err(_) => (Answer::none(), None),
     }
 }
 
-type RawConnection =
-    hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes_body::Bytes>>;
-
-/// `bytes` as re-exported by hyper's body types.
-mod bytes_body {
-    pub use hyper::body::Bytes;
-}
+type RawConnection = hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>;
 
 /// One request on the worker's own connection (opened, or reopened after a
 /// failure, on demand).
 async fn send_raw(
     connection: &mut Option<RawConnection>,
     base: &str,
-    args: &RunArgs,
+    plan: &Plan,
     shot: &Shot,
-) -> (Class, Option<String>, Option<String>) {
+) -> Answer {
     use http_body_util::BodyExt;
     if connection.as_ref().is_none_or(|c| c.is_closed()) {
         let authority = base
@@ -271,66 +376,61 @@ async fn send_raw(
             .trim_end_matches('/')
             .to_owned();
         let Ok(stream) = tokio::net::TcpStream::connect(&authority).await else {
-            return (Class::Failed, None, None);
+            return Answer::none();
         };
         let _ = stream.set_nodelay(true);
         let Ok((sender, conn)) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
         else {
-            return (Class::Failed, None, None);
+            return Answer::none();
         };
         tokio::spawn(conn);
         *connection = Some(sender);
     }
     let Some(sender) = connection.as_mut() else {
-        return (Class::Failed, None, None);
+        return Answer::none();
     };
     if sender.ready().await.is_err() {
         *connection = None;
-        return (Class::Failed, None, None);
+        return Answer::none();
     }
-    let path = shot
-        .url
-        .split_once("//")
-        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
-        .unwrap_or("/");
     let host = base.trim_start_matches("http://");
-    let request = match shot.item {
-        None => hyper::Request::get(path)
+    let request = match &shot.order {
+        None => hyper::Request::get("/healthz")
             .header("host", host)
-            .body(http_body_util::Full::new(bytes_body::Bytes::new())),
-        Some(item) => {
-            let body = format!(r#"{{"item_id":{item},"qty":{}}}"#, args.qty);
-            let mut builder = hyper::Request::post(path)
+            .body(http_body_util::Full::new(Bytes::new())),
+        Some(order) => {
+            let mut builder = hyper::Request::post("/api/orders")
                 .header("host", host)
                 .header("content-type", "application/json")
-                .header("idempotency-key", uuid::Uuid::new_v4().to_string())
-                .header("cookie", shot.cookie.as_deref().unwrap_or_default());
-            if let Some(strategy) = &args.strategy {
+                .header("idempotency-key", order.key.to_string())
+                .header("cookie", plan.cookie(order));
+            if let Some(strategy) = &plan.args.strategy {
                 builder = builder.header("x-order-strategy", strategy.as_str());
             }
-            builder.body(http_body_util::Full::new(bytes_body::Bytes::from(body)))
+            builder.body(http_body_util::Full::new(Bytes::from(order_body(
+                order.payload,
+            ))))
         }
     };
     let Ok(request) = request else {
-        return (Class::Failed, None, None);
+        return Answer::none();
     };
     let Ok(response) = sender.send_request(request).await else {
         *connection = None;
-        return (Class::Failed, None, None);
+        return Answer::none();
     };
-    let class = Class::of(response.status().as_u16());
+    let status = response.status().as_u16();
+    let replayed = response.headers().get(IDEMPOTENT_REPLAYED).cloned();
     let Ok(body) = response.into_body().collect().await else {
         *connection = None;
-        return (Class::Failed, None, None);
+        return Answer::none();
     };
-    if shot.item.is_none() {
-        return (class, None, None);
-    }
-    let body: serde_json::Value = serde_json::from_slice(&body.to_bytes()).unwrap_or_default();
-    let code = body["code"].as_str().map(str::to_owned);
-    let order = body["order_id"].as_str().map(str::to_owned);
-    (class, code, order)
+    Answer::read(
+        status,
+        replayed.as_ref().map(|v| v.as_bytes()),
+        &body.to_bytes(),
+    )
 }
 
 fn record(
@@ -339,7 +439,7 @@ fn record(
     scheduled: Instant,
     sent: Instant,
     shot: &Shot,
-    answer: (Class, Option<String>, Option<String>),
+    answer: &Answer,
 ) {
     let mut r = recorded
         .lock()
@@ -353,7 +453,7 @@ fn record_into(
     scheduled: Instant,
     sent: Instant,
     shot: &Shot,
-    answer: (Class, Option<String>, Option<String>),
+    answer: &Answer,
 ) {
     let done = Instant::now();
     let corrected = done.saturating_duration_since(scheduled).as_micros().max(1) as u64;
@@ -365,23 +465,43 @@ fn record_into(
         r.timeline.push(histogram());
     }
     let _ = r.timeline[second].record(corrected);
-    let (class, code, order) = answer;
+    let class = answer.status.map_or(Class::Failed, Class::of);
     r.counts.add(class);
-    if let Some(code) = code {
-        *r.counts.codes.entry(code).or_default() += 1;
+    if let Some(code) = &answer.code {
+        match r.counts.codes.get_mut(code) {
+            Some(n) => *n += 1,
+            None => {
+                r.counts.codes.insert(code.clone(), 1);
+            }
+        }
     }
-    if let (Class::Created, Some(item)) = (class, shot.item) {
+    if let (Class::Created, Some(order)) = (class, shot.order) {
+        let item = order.payload.item;
         *r.created_per_item.entry(item).or_default() += 1;
-        if let Some(order) = order {
-            r.created_orders.entry(item).or_default().push(order);
+        if let Some(order) = &answer.order_id {
+            r.created_orders
+                .entry(item)
+                .or_default()
+                .push(order.clone());
         }
     }
 }
 
-/// Sends the load and waits for the answers (bounded by the request timeout).
-pub async fn drive(client: &reqwest::Client, args: &RunArgs, target: &Arc<Target>) -> Outcome {
+/// Sends the load and waits for the answers (bounded by the request
+/// timeout). With a recorder, every order request and answer is kept and
+/// replays are sent beside the load.
+pub async fn drive(
+    client: &reqwest::Client,
+    args: &RunArgs,
+    target: &Arc<Target>,
+    recorder: Option<Arc<Recorder>>,
+) -> Outcome {
+    let plan = Arc::new(Plan::new(args, target, recorder));
     let recorded = Arc::new(Mutex::new(Recorded::new()));
     let start = Instant::now();
+    if let Some(recorder) = &plan.recorder {
+        recorder.begin(start);
+    }
     let deadline = start + args.duration();
     let mut tasks = tokio::task::JoinSet::new();
     let mut sent = 0u64;
@@ -390,6 +510,7 @@ pub async fn drive(client: &reqwest::Client, args: &RunArgs, target: &Arc<Target
             let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
             let mut ticker = tokio::time::interval(Duration::from_millis(1));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut replays = 0usize;
             'schedule: loop {
                 ticker.tick().await;
                 let now = Instant::now();
@@ -407,37 +528,49 @@ pub async fn drive(client: &reqwest::Client, args: &RunArgs, target: &Arc<Target
                         recorded.lock().map(|mut r| r.counts.dropped += 1).ok();
                         continue;
                     }
-                    let shot = shot(args, target, sent - 1);
-                    let (client, args_c, recorded) =
-                        (client.clone(), args.clone(), recorded.clone());
+                    let shot = plan.shot(sent - 1);
+                    let (client, plan, recorded) = (client.clone(), plan.clone(), recorded.clone());
                     tasks.spawn(async move {
                         let actually_sent = Instant::now();
-                        let answer = fire(&client, &args_c, &shot).await;
-                        record(&recorded, start, scheduled, actually_sent, &shot, answer);
+                        let answer = fire(&client, &plan, &shot).await;
+                        record(&recorded, start, scheduled, actually_sent, &shot, &answer);
                     });
+                }
+                let due = plan
+                    .recorder
+                    .as_ref()
+                    .map(|r| r.due_replays())
+                    .unwrap_or_default();
+                for (order, after_fault) in due {
+                    let shot = Shot {
+                        target: replays % plan.urls.len(),
+                        order: Some(order),
+                    };
+                    replays += 1;
+                    let (client, plan) = (client.clone(), plan.clone());
+                    tasks.spawn(async move { replay(&client, &plan, &shot, after_fault).await });
                 }
             }
         }
         (None, Some(concurrency)) => {
             let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
             for worker in 0..concurrency {
-                let (args_c, recorded, counter) = (args.clone(), recorded.clone(), counter.clone());
-                let buyers_items = target.clone();
+                let (plan, recorded, counter) = (plan.clone(), recorded.clone(), counter.clone());
                 tasks.spawn(async move {
                     // Each worker records on its own and merges once at the
                     // end: no lock on the hot path.
                     let mut local = Recorded::new();
-                    let base = args_c.targets[worker as usize % args_c.targets.len()].clone();
+                    let base = plan.args.targets[worker as usize % plan.args.targets.len()].clone();
                     let mut connection = None;
                     loop {
                         let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if Instant::now() >= deadline || n >= args_c.max_requests {
+                        if Instant::now() >= deadline || n >= plan.args.max_requests {
                             break;
                         }
-                        let shot = shot(&args_c, &buyers_items, n);
+                        let shot = plan.shot(n);
                         let scheduled = Instant::now();
-                        let answer = send_raw(&mut connection, &base, &args_c, &shot).await;
-                        record_into(&mut local, start, scheduled, scheduled, &shot, answer);
+                        let answer = send_raw(&mut connection, &base, &plan, &shot).await;
+                        record_into(&mut local, start, scheduled, scheduled, &shot, &answer);
                     }
                     recorded
                         .lock()
@@ -481,5 +614,6 @@ pub async fn drive(client: &reqwest::Client, args: &RunArgs, target: &Arc<Target
         recorded,
         sent,
         elapsed,
+        history: plan.recorder.as_ref().map(|r| r.take()),
     }
 }

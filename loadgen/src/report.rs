@@ -4,6 +4,7 @@
 use crate::check::Check;
 use crate::cli::RunArgs;
 use crate::drive::{Counts, Outcome};
+use crate::history::rules::Verdict;
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use plotters::coord::types::RangedCoordf64;
@@ -64,6 +65,9 @@ pub struct Summary {
     /// Statements the database ran during the run (pg_stat_statements).
     pub db_statements: Option<i64>,
     pub checks: Vec<Check>,
+    /// The history checker's verdict, with `--history`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Verdict>,
 }
 
 impl Summary {
@@ -72,6 +76,7 @@ impl Summary {
         outcome: &Outcome,
         db_statements: Option<i64>,
         checks: &[Check],
+        history: Option<Verdict>,
     ) -> Self {
         let r = &outcome.recorded;
         let Counts {
@@ -94,7 +99,7 @@ impl Summary {
             .timeline
             .iter()
             .enumerate()
-            .filter(|(_, h)| h.len() > 0)
+            .filter(|(_, h)| !h.is_empty())
             .map(|(s, h)| {
                 (
                     s as u64,
@@ -130,7 +135,17 @@ impl Summary {
             timeline,
             db_statements,
             checks: checks.to_vec(),
+            history,
         }
+    }
+
+    /// Every invariant held and the history checker found no violation.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+            && self
+                .history
+                .as_ref()
+                .is_none_or(|v| v.violation_count() == 0)
     }
 
     pub fn print(&self) {
@@ -166,6 +181,9 @@ impl Summary {
                 c.detail
             );
         }
+        if let Some(v) = &self.history {
+            print_verdict(v);
+        }
     }
 
     /// # Errors
@@ -175,6 +193,45 @@ impl Summary {
         let path = dir.join(format!("{}.json", self.label));
         std::fs::write(&path, serde_json::to_string_pretty(self)?)
             .with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// The history checker's counts and violations, for the terminal.
+fn print_verdict(v: &Verdict) {
+    let c = &v.counts;
+    println!(
+        "  history: {} requests ({} first, {} retries, {} replays same payload, {} other payload, {} right after faults); {} keys ({} created, {} refused, {} unsettled); {} orders in the database",
+        c.requests,
+        c.first_attempts,
+        c.retries,
+        c.replays_same_payload,
+        c.replays_changed_payload,
+        c.replays_after_faults,
+        c.keys,
+        c.keys_created,
+        c.keys_refused,
+        c.keys_unsettled,
+        c.database_orders
+    );
+    println!("  answers: {:?}", c.answers);
+    println!("  by-key at the end: {:?}", c.by_key);
+    for f in &v.faults {
+        println!(
+            "  fault {:.1}s {}: {} burst replays, violations after it {:?}",
+            f.at_us as f64 / 1e6,
+            f.name,
+            f.burst_replays,
+            f.violations
+        );
+    }
+    if v.violations.is_empty() {
+        println!("  [ok] history: no violation");
+    }
+    for (kind, tally) in &v.violations {
+        println!("  [FAIL] history {kind}: {}", tally.count);
+        for example in &tally.examples {
+            println!("      {example}");
+        }
     }
 }
 

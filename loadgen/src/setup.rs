@@ -5,6 +5,8 @@ use crate::cli::{Endpoint, RunArgs};
 use anyhow::Context;
 
 pub struct Buyer {
+    /// The buyer's id, as the database stores it in `orders.buyer`.
+    pub id: String,
     /// The `Cookie` header value: `buyer=<signed id>`.
     pub cookie: String,
 }
@@ -35,7 +37,12 @@ async fn new_buyer(client: &reqwest::Client, base: &str) -> anyhow::Result<Buyer
         .and_then(|v| v.split(';').next())
         .ok_or_else(|| anyhow::anyhow!("POST /api/session set no buyer cookie"))?
         .to_owned();
-    Ok(Buyer { cookie })
+    let body: serde_json::Value = response.json().await.context("POST /api/session body")?;
+    let id = body["buyer_id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("POST /api/session answered no buyer_id"))?
+        .to_owned();
+    Ok(Buyer { id, cookie })
 }
 
 /// Creates the buyers (64 sessions at a time) and the items.
@@ -53,10 +60,10 @@ pub async fn prepare(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result
     let mut buyers = Vec::with_capacity(args.buyers as usize);
     let mut pending = tokio::task::JoinSet::new();
     for _ in 0..args.buyers {
-        if pending.len() >= 64 {
-            if let Some(done) = pending.join_next().await {
-                buyers.push(done??);
-            }
+        if pending.len() >= 64
+            && let Some(done) = pending.join_next().await
+        {
+            buyers.push(done??);
         }
         let (client, base) = (client.clone(), base.clone());
         pending.spawn(async move { new_buyer(&client, &base).await });
