@@ -61,7 +61,10 @@ if closed then
 end
 local rate = tonumber(m[2] or '0')
 local last = tonumber(m[10] or '') or now
-local capacity = math.max(1, rate / 20)
+-- Up to half a second of admissions saved: a round that runs late (a busy
+-- server, several instances taking turns) still lets the full rate in,
+-- and no second ever sees more than one and a half times the rate.
+local capacity = math.max(1, rate / 2)
 local tokens = math.min(capacity, tonumber(m[9] or '0') + (now - last) * rate / 1000)
 local units = math.max(1, tonumber(m[7] or '0'))
 local possible = math.floor(tonumber(stock) / units) - redis.call('ZCARD', KEYS[7])

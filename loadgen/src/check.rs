@@ -142,6 +142,16 @@ async fn database_view(url: &str, item: i64) -> anyhow::Result<(i64, i64, i64, i
     ))
 }
 
+/// A drop's orders, units sold and repeated (buyer, key) pairs, as the
+/// database holds them.
+///
+/// # Errors
+/// The database could not be read.
+pub async fn drop_view(url: &str, item: i64) -> anyhow::Result<(i64, i64, i64)> {
+    let (orders, units, _, duplicates) = database_view(url, item).await?;
+    Ok((orders, units, duplicates))
+}
+
 /// # Errors
 /// The admin API or the database could not be read.
 pub async fn invariants(

@@ -25,6 +25,10 @@ pub enum Command {
     Proxy(ProxyArgs),
     /// Build the fault runs' markdown report from their summaries.
     FaultReport(FaultReportArgs),
+    /// Run one drop: buyers join a waiting room before a scheduled start,
+    /// wait their turn, order with their pass; then report the admission
+    /// rate, how fast the line learns it sold out, and check the stock.
+    Drop(DropArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -157,21 +161,88 @@ pub struct ProxyArgs {
     pub control: Option<String>,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct DropArgs {
+    /// Server base URL. Loopback only.
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    pub target: String,
+    /// Buyers who join the waiting room.
+    #[arg(long, default_value_t = 5_000)]
+    pub buyers: u32,
+    /// Units on sale (one per order).
+    #[arg(long, default_value_t = 500)]
+    pub stock: i64,
+    /// Buyers let in per second.
+    #[arg(long, default_value_t = 200)]
+    pub admission: u32,
+    /// How long a pass stays valid, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub pass_ttl: u32,
+    /// The sale starts this many seconds after the item is created; every
+    /// buyer joins before it.
+    #[arg(long, default_value_t = 10.0)]
+    pub start_in: f64,
+    /// Give up on buyers still waiting this long after the start.
+    #[arg(long, default_value_t = 120.0)]
+    pub max_seconds: f64,
+    /// Admin token for creating the item.
+    #[arg(long, env = "ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// The server's database: orders, units and duplicate keys are
+    /// counted there.
+    #[arg(long, env = "LOADGEN_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Name of this run in the report.
+    #[arg(long, default_value = "drop")]
+    pub label: String,
+    /// Directory for the run's summary (`<label>.json`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// # Errors
+/// The target is not plain http on a loopback address.
+fn ensure_loopback(target: &str) -> anyhow::Result<()> {
+    let host = target
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("only http:// targets: {target}"))?
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default();
+    let loopback = host == "localhost" || host == "[" || host.starts_with("127.");
+    if !loopback {
+        anyhow::bail!("refusing to load a non-loopback target: {target}");
+    }
+    Ok(())
+}
+
+impl DropArgs {
+    /// # Errors
+    /// A target that is not on loopback, or numbers out of range.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        ensure_loopback(&self.target)?;
+        if self.buyers == 0 || self.stock < 1 || self.admission == 0 {
+            anyhow::bail!("--buyers, --stock and --admission must be at least 1");
+        }
+        if !(5..=86_400).contains(&self.pass_ttl) {
+            anyhow::bail!("--pass-ttl must be between 5 and 86400 seconds");
+        }
+        if !(1.0..=600.0).contains(&self.start_in) || !(1.0..=3_600.0).contains(&self.max_seconds) {
+            anyhow::bail!("--start-in must be 1..600 s and --max-seconds 1..3600 s");
+        }
+        if self.admin_token.is_none() {
+            anyhow::bail!("--admin-token (or ADMIN_TOKEN) is needed to create the drop");
+        }
+        Ok(())
+    }
+}
+
 impl RunArgs {
     /// # Errors
     /// A target that is not on loopback, or numbers out of range.
     pub fn validate(&self) -> anyhow::Result<()> {
         for target in &self.targets {
-            let host = target
-                .strip_prefix("http://")
-                .ok_or_else(|| anyhow::anyhow!("only http:// targets: {target}"))?
-                .split(['/', ':'])
-                .next()
-                .unwrap_or_default();
-            let loopback = host == "localhost" || host == "[" || host.starts_with("127.");
-            if !loopback {
-                anyhow::bail!("refusing to load a non-loopback target: {target}");
-            }
+            ensure_loopback(target)?;
         }
         if self.rate.is_none() && self.concurrency.is_none() {
             anyhow::bail!("give --rate (open model) or --concurrency (closed loop)");
@@ -289,5 +360,26 @@ mod tests {
         if std::env::var_os("ADMIN_TOKEN").is_none() {
             assert!(a.validate().is_err());
         }
+    }
+
+    #[test]
+    fn a_drop_is_bounded_and_stays_on_loopback() {
+        let drop = |extra: &[&str]| {
+            let mut argv = vec!["loadgen", "drop", "--admin-token", "t"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).expect("parses").command {
+                Command::Drop(args) => args,
+                _ => unreachable!("a drop"),
+            }
+        };
+        assert!(drop(&[]).validate().is_ok());
+        assert!(
+            drop(&["--target", "http://10.0.0.5:3000"])
+                .validate()
+                .is_err()
+        );
+        assert!(drop(&["--stock", "0"]).validate().is_err());
+        assert!(drop(&["--pass-ttl", "1"]).validate().is_err());
+        assert!(drop(&["--max-seconds", "0"]).validate().is_err());
     }
 }

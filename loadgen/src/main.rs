@@ -22,6 +22,8 @@
 //! - [`report`]: a run's summary (JSON), and the A/B markdown table and SVG
 //!   charts built from several summaries.
 //! - [`fault_report`]: the fault runs' markdown report.
+//! - [`drop_day`]: `loadgen drop`, a scheduled drop through its waiting
+//!   room, with the fair draw checked as a buyer can check it.
 //!
 //! It only ever targets loopback addresses and always stops by itself: at
 //! the duration, at the request cap, and at a drain deadline.
@@ -31,6 +33,7 @@ mod check;
 mod cli;
 mod control;
 mod drive;
+mod drop_day;
 mod fault_report;
 mod history;
 mod proxy;
@@ -53,6 +56,7 @@ async fn main() -> std::process::ExitCode {
         cli::Command::Report(args) => report::write_ab_report(&args.input, &args.output),
         cli::Command::Proxy(args) => proxy::run(args).await,
         cli::Command::FaultReport(args) => fault_report::write(&args.input, &args.output),
+        cli::Command::Drop(args) => drop(args).await,
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,
@@ -65,6 +69,17 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
     }
+}
+
+async fn drop(args: cli::DropArgs) -> anyhow::Result<bool> {
+    args.validate()?;
+    let out = args.out.clone();
+    let summary = drop_day::run(args).await?;
+    summary.print();
+    if let Some(dir) = &out {
+        summary.write(dir)?;
+    }
+    Ok(summary.passed)
 }
 
 async fn run(args: cli::RunArgs) -> anyhow::Result<bool> {

@@ -45,7 +45,33 @@ async fn new_buyer(client: &reqwest::Client, base: &str) -> anyhow::Result<Buyer
     Ok(Buyer { id, cookie })
 }
 
-/// Creates the buyers (64 sessions at a time) and the items.
+/// Opens `count` buyer sessions, 64 at a time.
+///
+/// # Errors
+/// The server refused or did not answer.
+pub async fn buyers(
+    client: &reqwest::Client,
+    base: &str,
+    count: u32,
+) -> anyhow::Result<Vec<Buyer>> {
+    let mut buyers = Vec::with_capacity(count as usize);
+    let mut pending = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        if pending.len() >= 64
+            && let Some(done) = pending.join_next().await
+        {
+            buyers.push(done??);
+        }
+        let (client, base) = (client.clone(), base.to_owned());
+        pending.spawn(async move { new_buyer(&client, &base).await });
+    }
+    while let Some(done) = pending.join_next().await {
+        buyers.push(done??);
+    }
+    Ok(buyers)
+}
+
+/// Creates the buyers and the items.
 ///
 /// # Errors
 /// The server refused or did not answer.
@@ -57,20 +83,7 @@ pub async fn prepare(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result
             items: Vec::new(),
         });
     }
-    let mut buyers = Vec::with_capacity(args.buyers as usize);
-    let mut pending = tokio::task::JoinSet::new();
-    for _ in 0..args.buyers {
-        if pending.len() >= 64
-            && let Some(done) = pending.join_next().await
-        {
-            buyers.push(done??);
-        }
-        let (client, base) = (client.clone(), base.clone());
-        pending.spawn(async move { new_buyer(&client, &base).await });
-    }
-    while let Some(done) = pending.join_next().await {
-        buyers.push(done??);
-    }
+    let buyers = buyers(client, base, args.buyers).await?;
     let token = args.admin_token.as_deref().unwrap_or_default();
     let mut items = Vec::new();
     for n in 0..args.items {

@@ -203,6 +203,41 @@ async fn the_waiting_room_lets_buyers_in_as_far_as_the_stock_goes() {
     assert_eq!(app.orders_in_db(&item).await, (2, 2));
 }
 
+/// Admitted buyers order in the same moment and all hit the same row:
+/// they must not fight each other for it. With one retry only, orders
+/// written side by side ran out of retries and answered `stock_conflict`
+/// to buyers who held a pass and a unit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admitted_buyers_ordering_at_once_all_get_their_unit() {
+    let mut setup = Setup::redis(Backend::Postgres);
+    setup.tweak = |c| c.ledger.backoff.max_attempts = 1;
+    let app = spawn_app(setup).await;
+    let stock = 30;
+    let item = app
+        .create_drop(stock, serde_json::json!({ "admission_per_second": 10_000 }))
+        .await;
+    let buyers = join_all((0..stock).map(|_| app.buyer())).await;
+    for buyer in &buyers {
+        assert_eq!(buyer.join(item.id).await.status, 200);
+    }
+    let passes = join_all(buyers.iter().map(|buyer| async {
+        let admitted = queue_until(buyer, &item, |s| s["state"] == "admitted").await;
+        admitted["pass"].as_str().expect("a pass").to_owned()
+    }))
+    .await;
+    let answers = join_all(buyers.iter().zip(&passes).enumerate().map(
+        |(n, (buyer, pass))| async move {
+            let key = format!("at-once-{n}");
+            buyer.order_with_pass(item.id, 1, &key, pass).await
+        },
+    ))
+    .await;
+    for answer in &answers {
+        assert_eq!(answer.status, 201, "{answer:?}");
+    }
+    assert_eq!(app.orders_in_db(&item).await, (stock, stock));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fair_start_follows_the_published_rule() {
     let app = spawn_app(Setup::embedded()).await;

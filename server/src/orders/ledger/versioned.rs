@@ -175,9 +175,10 @@ impl Ledger {
                 }
                 Err(_) => return self.write_each(batch).await,
             };
-            // Limits, waiting rooms and closed windows are decided order
-            // by order, each with its own answer.
-            if row.max_per_buyer.is_some() || row.waiting_room || row.closed_to(first).is_some() {
+            // Limits, and orders the row is closed to (a closed window, a
+            // waiting room the order did not come through), are decided
+            // order by order, each with its own answer.
+            if row.max_per_buyer.is_some() || batch.iter().any(|o| row.closed_to(o).is_some()) {
                 return self.write_each(batch).await;
             }
             // Arrival order; each order sees the stock its predecessors left.
@@ -387,9 +388,16 @@ impl Ledger {
         Ok(Some(receipts.into_iter().map(|(r, _)| r).collect()))
     }
 
-    /// The batch one order at a time (limits, duplicates, failures).
+    /// The batch one order at a time (limits, duplicates, failures), in
+    /// arrival order: every order of it updates the same row, so writing
+    /// them side by side would only make them conflict with each other
+    /// (a drop's admitted buyers ran out of retries that way).
     async fn write_each(&self, batch: &[LedgerOrder]) -> Vec<Result<Written, LedgerRefusal>> {
-        futures_util::future::join_all(batch.iter().map(|o| self.write_alone(o))).await
+        let mut results = Vec::with_capacity(batch.len());
+        for order in batch {
+            results.push(self.write_alone(order).await);
+        }
+        results
     }
 
     /// One order on its own, retrying version conflicts.
