@@ -24,7 +24,8 @@
 //!   Redis breaker's bookkeeping, the reaper and reconciliation;
 //!   [`redis_conn`] connects to a single Redis or a cluster.
 //! - [`db`]: the SQL database (SQLite, PostgreSQL, MySQL/MariaDB) and
-//!   inventory queries.
+//!   inventory queries; [`stock`]: what follows a stock change the database
+//!   committed (a restock, an expired order's units coming back).
 //! - [`dashboard`]: samples this server's metrics for the admin dashboard.
 //! - [`error`]: the HTTP error type; [`metrics`]: this server's Prometheus
 //!   recorder; [`hot_items`]: the bounded, decaying top-k of busy items;
@@ -47,4 +48,5 @@ pub mod reservation;
 pub mod session;
 pub mod startup;
 pub mod state;
+pub mod stock;
 pub mod telemetry;

@@ -35,6 +35,7 @@ use crate::reservation::{
 };
 use crate::session::ensure_buyer;
 use crate::state::{AppContext, AppState, GuardTotals};
+use crate::stock::StockPath;
 use anyhow::Context;
 use app::checkout::SharedCheckout;
 use app::dashboard::SharedDashboard;
@@ -102,8 +103,8 @@ impl Application {
         let Wired {
             pipeline,
             reservation,
-            memo,
             records,
+            stock,
             mut background,
             tasks,
         } = wire_pipeline(&config, &db, redis.as_ref(), &metrics, &hot_items).await?;
@@ -141,9 +142,9 @@ impl Application {
             leptos,
             db,
             reservation,
-            memo,
             records,
             pipeline,
+            stock,
             admin_token,
             metrics,
             hot_items,
@@ -220,8 +221,9 @@ pub struct Wired {
     pub pipeline: Arc<OrderPipeline>,
     /// The reservation store, when strategy A can run.
     pub reservation: Option<Arc<dyn ReservationStore>>,
-    pub memo: Option<Arc<SoldOutMemo>>,
     pub records: Records,
+    /// What follows a stock change the database committed.
+    pub stock: Arc<StockPath>,
     /// Periodic tasks: the breaker probe, the reaper, reconciliation, the
     /// records generation, purging records.
     pub background: Vec<BackgroundTask>,
@@ -369,11 +371,15 @@ pub async fn wire_pipeline(
             config.reservation.reconcile_interval,
         ));
     }
+    let stock = Arc::new(StockPath::new(
+        reservation.as_ref().map(|r| r.store.clone()),
+        memo,
+    ));
     Ok(Wired {
         pipeline,
         reservation: reservation.map(|r| r.store),
-        memo,
         records,
+        stock,
         background,
         tasks,
     })

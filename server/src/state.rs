@@ -14,7 +14,7 @@ use crate::orders::strategy::Strategy;
 use crate::orders::{Attempt, OrderPipeline};
 use crate::records::Records;
 use crate::reservation::ReservationStore;
-use crate::reservation::memo::SoldOutMemo;
+use crate::stock::StockPath;
 use app::checkout::{Checkout, GuardCounts, Placement};
 use app::domain::{BuyerId, IdempotencyKey, ItemId};
 use app::model::{ErrorCode, Item, KeyOutcome, OrderError, OrderRequest};
@@ -31,10 +31,10 @@ pub struct AppContext {
     pub db: Database,
     /// `None` under strategy B (database only).
     pub reservation: Option<Arc<dyn ReservationStore>>,
-    /// The sold-out memo of the reservation layer, when there is one.
-    pub memo: Option<Arc<SoldOutMemo>>,
     pub records: Records,
     pub pipeline: Arc<OrderPipeline>,
+    /// What follows a stock change the database committed.
+    pub stock: Arc<StockPath>,
     pub cookie_key: Key,
     pub admin_token: String,
     pub metrics: Arc<Metrics>,

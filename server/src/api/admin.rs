@@ -1,7 +1,8 @@
 //! Admin calls (bearer token): create an item, restock one. Both keep the
 //! reservation counter in step with the database: the database commits
-//! first, then the counter is warmed (create) or adjusted (restock) unless it
-//! was loaded after the change and already includes it.
+//! first, then the counter is warmed (create) or adjusted through
+//! [`crate::stock::StockPath`] (restock) unless it was loaded after the
+//! change and already includes it.
 
 use super::{Admin, ApiJson, item_id};
 use crate::db::items::{self, NewItem, Restocked};
@@ -9,6 +10,7 @@ use crate::error::ApiError;
 use crate::orders::refusal::Refusal;
 use crate::reservation::CounterSeed;
 use crate::state::AppState;
+use crate::stock::StockChange;
 use app::model::Item;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -166,15 +168,13 @@ pub async fn restock(
             )));
         }
     };
-    if let Some(store) = &state.reservation {
-        if let Err(e) = store.restock(id, body.delta, item.version).await {
-            // The database holds the change; the counter is a filter and is
-            // corrected by the next load or reconciliation.
-            tracing::error!(item = %id, error = %e, "restock not applied to the reservation counter");
-        }
-    }
-    if let Some(memo) = &state.memo {
-        memo.forget(id);
-    }
+    state
+        .stock
+        .committed(
+            id,
+            item.version,
+            StockChange::Restocked { delta: body.delta },
+        )
+        .await;
     Ok(Json(item))
 }
