@@ -24,7 +24,10 @@
 //!   Redis breaker's bookkeeping, the reaper and reconciliation;
 //!   [`redis_conn`] connects to a single Redis or a cluster.
 //! - [`db`]: the SQL database (SQLite, PostgreSQL, MySQL/MariaDB) and
-//!   inventory queries; [`stock`]: what follows a stock change the database
+//!   inventory queries.
+//! - [`payments`]: the payment deadline: signed webhooks, the expiry
+//!   reaper, and the state machine `awaiting_payment → paid | expired →
+//!   refund_due`; [`stock`]: what follows a stock change the database
 //!   committed (a restock, an expired order's units coming back).
 //! - [`dashboard`]: samples this server's metrics for the admin dashboard.
 //! - [`error`]: the HTTP error type; [`metrics`]: this server's Prometheus
@@ -41,6 +44,7 @@ pub mod hot_items;
 pub mod listener;
 pub mod metrics;
 pub mod orders;
+pub mod payments;
 pub mod rate_limit;
 pub mod records;
 pub mod redis_conn;

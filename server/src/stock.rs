@@ -12,12 +12,14 @@
 //!    buyer's count toward the per-buyer limit drops too;
 //! 2. [`StockPath::units_came_back`] when units were added: this instance's
 //!    sold-out memo forgets the item, so they are offered at once (other
-//!    instances offer them when their memo runs out).
+//!    instances offer them when their memo runs out), and the time until an
+//!    expired unit sells again starts ([`ResaleClock`]).
 //!
 //! A failing reservation store leaves the counter too low or the per-buyer
 //! count too high: both only refuse, never oversell, and reconciliation
 //! brings the counter back to the database's stock.
 
+use crate::payments::resale::ResaleClock;
 use crate::reservation::ReservationStore;
 use crate::reservation::memo::SoldOutMemo;
 use app::domain::{BuyerId, ItemId};
@@ -37,11 +39,21 @@ pub struct StockPath {
     /// The reservation store, when strategy A can run.
     store: Option<Arc<dyn ReservationStore>>,
     memo: Option<Arc<SoldOutMemo>>,
+    /// Present when orders have a payment deadline.
+    resale: Option<Arc<ResaleClock>>,
 }
 
 impl StockPath {
-    pub fn new(store: Option<Arc<dyn ReservationStore>>, memo: Option<Arc<SoldOutMemo>>) -> Self {
-        Self { store, memo }
+    pub fn new(
+        store: Option<Arc<dyn ReservationStore>>,
+        memo: Option<Arc<SoldOutMemo>>,
+        resale: Option<Arc<ResaleClock>>,
+    ) -> Self {
+        Self {
+            store,
+            memo,
+            resale,
+        }
     }
 
     /// Brings the reservation layer in step with a change the database
@@ -62,17 +74,22 @@ impl StockPath {
             tracing::error!(%item, error = %e, ?change, "stock change not applied to the reservation counter");
         }
         match change {
-            StockChange::Restocked { delta } if delta > 0 => self.units_came_back(item),
+            StockChange::Restocked { delta } if delta > 0 => {
+                self.units_came_back(item, delta, false)
+            }
             StockChange::Restocked { .. } => {}
-            StockChange::Expired { .. } => self.units_came_back(item),
+            StockChange::Expired { units, .. } => self.units_came_back(item, units, true),
         }
     }
 
     /// Units of `item` are on sale again: everything that believes the item
     /// sold out hears it here. (A waiting room admits more buyers here.)
-    fn units_came_back(&self, item: ItemId) {
+    fn units_came_back(&self, item: ItemId, units: i64, by_expiry: bool) {
         if let Some(memo) = &self.memo {
             memo.forget(item);
+        }
+        if by_expiry && let Some(resale) = &self.resale {
+            resale.returned(item, units);
         }
     }
 }

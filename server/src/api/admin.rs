@@ -1,4 +1,5 @@
-//! Admin calls (bearer token): create an item, restock one. Both keep the
+//! Admin calls (bearer token): create an item, restock one, read an item's
+//! stats, list the payments owed back. Creating and restocking keep the
 //! reservation counter in step with the database: the database commits
 //! first, then the counter is warmed (create) or adjusted through
 //! [`crate::stock::StockPath`] (restock) unless it was loaded after the
@@ -107,8 +108,11 @@ pub struct Restock {
 }
 
 /// `GET /api/admin/items/{id}/stats`: the item, its orders as the database
-/// counts them, and the reservation counter and live holds where a store is
-/// in use. What load tests and browser tests check their invariants against.
+/// counts them (`units_ordered` only of orders that still hold units, so
+/// `units_ordered + stock` is the initial stock plus every restock;
+/// `units_returned` by expiry; `orders_by_status`), and the reservation
+/// counter and live holds where a store is in use. What load tests and
+/// browser tests check their invariants against.
 pub async fn stats(
     State(state): State<AppState>,
     _admin: Admin,
@@ -135,6 +139,8 @@ pub async fn stats(
         "version": item.version,
         "orders": orders.orders,
         "units_ordered": orders.units_ordered,
+        "units_returned": orders.units_returned,
+        "orders_by_status": orders.orders_by_status,
         "duplicate_keys": orders.duplicate_keys,
         "counter": counter,
         "live_holds": live_holds,
@@ -177,4 +183,17 @@ pub async fn restock(
         )
         .await;
     Ok(Json(item))
+}
+
+/// `GET /api/admin/refunds`: payments the operator owes back, newest first:
+/// paid after the order expired (`refund_due`) or after it was settled
+/// (`duplicate`). Empty without a payment window.
+pub async fn refunds(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<Json<Vec<crate::payments::transitions::Refund>>, ApiError> {
+    match &state.payments {
+        Some(desk) => Ok(Json(desk.refunds().await.map_err(ApiError::unavailable)?)),
+        None => Ok(Json(Vec::new())),
+    }
 }

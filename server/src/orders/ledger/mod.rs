@@ -14,6 +14,10 @@
 //! written. When even that read fails, the outcome is *in doubt*: the buyer
 //! hears "try again" and the hold stays until the orders table can be read.
 //!
+//! Every order created here enters its first status (`confirmed`, or
+//! `awaiting_payment` with a payment window); an order that takes units an
+//! expiry returned stops their [`ResaleClock`].
+//!
 //! An order about to commit around Redis (the breaker is open, or the
 //! attempt asked for strategy B) first takes the records generation's
 //! bypass lease, so no instance keeps vouching for Redis records that miss
@@ -25,6 +29,7 @@ pub mod versioned;
 use super::strategy::Strategy;
 use super::{Attempt, Route};
 use crate::metrics::{self as m, Metrics};
+use crate::payments::resale::ResaleClock;
 use crate::records::generation::RecordsGeneration;
 use app::domain::{BuyerId, IdempotencyKey};
 use app::model::{OrderRequest, Receipt};
@@ -84,6 +89,8 @@ pub struct LedgerStage {
     writer: Arc<dyn LedgerWrite>,
     generation: Option<Arc<RecordsGeneration>>,
     metrics: Arc<Metrics>,
+    /// Present when orders have a payment deadline.
+    resale: Option<Arc<ResaleClock>>,
 }
 
 impl LedgerStage {
@@ -98,7 +105,15 @@ impl LedgerStage {
             writer,
             generation,
             metrics,
+            resale: None,
         }
+    }
+
+    /// Orders created here stop the clock of units an expiry returned.
+    #[must_use]
+    pub fn with_resale_clock(mut self, resale: Option<Arc<ResaleClock>>) -> Self {
+        self.resale = resale;
+        self
     }
 
     /// # Errors
@@ -128,6 +143,14 @@ impl LedgerStage {
                 &[("stage", "ledger"), ("strategy", route.strategy.label())],
             )
             .record(started.elapsed());
+        if let Ok(Written::Created(receipt)) = &written {
+            self.metrics
+                .counter(m::ORDER_TRANSITIONS, &[("to", receipt.status.as_str())])
+                .increment(1);
+            if let Some(resale) = &self.resale {
+                resale.sold(receipt.item_id, i64::from(receipt.qty.get()));
+            }
+        }
         written
     }
 }
