@@ -508,6 +508,7 @@ fn router(state: AppState) -> Router {
             app::shell(shell_options.clone())
         })
         .route("/items/{id}/buy", post(api::forms::buy))
+        .route("/pay/{order_id}", post(api::forms::pay_demo))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ensure_buyer,

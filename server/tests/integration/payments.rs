@@ -2,14 +2,15 @@
 //! expired → refund_due` on every database, signed webhooks (signature,
 //! replays, amounts), payment and expiry racing at the deadline, expired
 //! units sold again (limits and the sold-out memo included), replays of the
-//! original 201 after Redis lost its data, several instances expiring.
+//! original 201 after Redis lost its data, several instances expiring, and
+//! the demo provider's checkout.
 
 use crate::harness::{
     ADMIN_TOKEN, Answer, Backend, Buyer, PrivateRedis, Setup, TestApp, answer, eventually,
     http_client, metric, scrape_metrics, spawn_app, spawn_twin,
 };
 use futures_util::future::join_all;
-use server::config::Config;
+use server::config::{Config, PaymentProvider};
 use server::payments::signature::WebhookSecret;
 use std::time::Duration;
 
@@ -629,4 +630,74 @@ async fn two_instances_expire_each_order_once() {
         "oversell_units_returned_total",
     );
     assert_eq!(returned, 20.0, "each unit returned by one instance");
+}
+
+fn demo_provider(config: &mut Config) {
+    config.payments.window = Some(Duration::from_secs(60));
+    config.payments.provider = PaymentProvider::Demo;
+    config.payments.webhook_secret = None;
+}
+
+/// The demo provider: its checkout page says it is a demo, its form pays
+/// through the same signed webhook (with a secret kept in the database),
+/// only the order's buyer can pay it, and the dashboard counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_checkout_pays_through_the_signed_webhook() {
+    let app = spawn_app(setup(Backend::Sqlite, demo_provider)).await;
+    let item = app.create_item(1, None).await;
+    let (buyer, stranger) = (app.buyer().await, app.buyer().await);
+    let placed = buyer.order(item.id, 1, "demo").await;
+    let order = order_id(&placed);
+    let page = buyer
+        .client
+        .get(format!("{}/pay/{order}", app.base))
+        .send()
+        .await
+        .expect("checkout page");
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().await.expect("html");
+    assert!(html.contains("Demo checkout"), "clearly labelled");
+    assert!(
+        html.contains(&format!("action=\"/pay/{order}\"")),
+        "a plain form"
+    );
+
+    let stolen = stranger
+        .client
+        .post(format!("{}/pay/{order}", app.base))
+        .send()
+        .await
+        .expect("pay");
+    assert_eq!(stolen.status().as_u16(), 404, "not the stranger's order");
+    let paid = buyer
+        .client
+        .post(format!("{}/pay/{order}", app.base))
+        .send()
+        .await
+        .expect("pay");
+    assert_eq!(paid.status().as_u16(), 200);
+    assert!(paid.url().path().ends_with("/orders"), "{}", paid.url());
+    let html = paid.text().await.expect("html");
+    assert!(
+        html.contains("data-status=\"paid\""),
+        "my orders shows it paid"
+    );
+    assert_eq!(
+        order_now(&buyer, &app.base, &order).await.body["status"],
+        "paid"
+    );
+
+    let kept: String = sqlx::query_scalar(
+        "SELECT value FROM server_settings WHERE name = 'payment_webhook_secret'",
+    )
+    .fetch_one(app.state.db.pool())
+    .await
+    .expect("the generated secret is kept");
+    let body = event("evt-outside", &order, 1999).to_string();
+    let signature = WebhookSecret::new(&kept).sign(now_ms() / 1000, body.as_bytes());
+    let outside = deliver(&app.base, body.as_bytes(), Some(signature)).await;
+    assert_eq!(
+        outside.body["result"], "duplicate",
+        "the kept secret signs webhooks for every instance: {outside:?}"
+    );
 }
