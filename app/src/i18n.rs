@@ -121,6 +121,11 @@ pub struct Strings {
     pub pay_demo: &'static str,
     pub not_payable: &'static str,
     pub payment_refused: &'static str,
+    pub payments_heading: &'static str,
+    pub paid_on_time: &'static str,
+    pub paid_late: &'static str,
+    pub units_returned: &'static str,
+    pub resale_p50: &'static str,
 }
 
 impl Strings {
@@ -242,6 +247,11 @@ static EN: Strings = Strings {
     pay_demo: "Pay (demo)",
     not_payable: "This order cannot be paid here (any more).",
     payment_refused: "The payment was not accepted. Please try again.",
+    payments_heading: "Payments",
+    paid_on_time: "Paid on time",
+    paid_late: "Paid late (refund due)",
+    units_returned: "Units returned by expiry",
+    resale_p50: "Expiry to resale, median (s)",
 };
 
 static ZH_CN: Strings = Strings {
@@ -292,6 +302,11 @@ static ZH_CN: Strings = Strings {
     pay_demo: "支付(演示)",
     not_payable: "该订单无法在此支付(或已无法支付)。",
     payment_refused: "支付未被接受,请重试。",
+    payments_heading: "支付",
+    paid_on_time: "按时支付",
+    paid_late: "超时支付(待退款)",
+    units_returned: "过期退回件数",
+    resale_p50: "过期到再售出,中位数(秒)",
 };
 
 #[cfg(test)]

@@ -113,12 +113,15 @@ impl Application {
             tasks,
         } = wire_pipeline(&config, &db, redis.as_ref(), &metrics, &hot_items).await?;
         background.push(spawn_metrics_upkeep(metrics.clone()));
-        let dashboard = Arc::new(Sampler::new(
-            metrics.clone(),
-            hot_items.clone(),
-            db.clone(),
-            config.orders.strategy.label(),
-        ));
+        let dashboard = Arc::new(
+            Sampler::new(
+                metrics.clone(),
+                hot_items.clone(),
+                db.clone(),
+                config.orders.strategy.label(),
+            )
+            .with_payments(payments.is_some()),
+        );
         background.push(crate::dashboard::spawn(dashboard.clone()));
 
         let admin_token = match &config.sessions.admin_token {

@@ -687,6 +687,29 @@ async fn the_demo_checkout_pays_through_the_signed_webhook() {
         "paid"
     );
 
+    let admin = http_client();
+    let signed_in = admin
+        .post(format!("{}/dashboard/login", app.base))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(
+        signed_in.status().as_u16(),
+        200,
+        "redirected to the dashboard"
+    );
+    let html = signed_in.text().await.expect("html");
+    assert!(
+        html.contains("data-testid=\"payments-panel\""),
+        "the dashboard shows the payment deadline"
+    );
+    assert!(
+        html.contains("data-testid=\"paid-on-time\">1<"),
+        "one paid on time"
+    );
+    assert!(html.contains("data-status=\"paid\""), "orders by status");
+
     let kept: String = sqlx::query_scalar(
         "SELECT value FROM server_settings WHERE name = 'payment_webhook_secret'",
     )
