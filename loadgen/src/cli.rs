@@ -20,6 +20,9 @@ pub enum Command {
     Run(RunArgs),
     /// Build the A/B report (markdown + SVG charts) from run summaries.
     Report(ReportArgs),
+    /// A drop day with a payment deadline: order, pay (or not) through the
+    /// signed webhook, and check that expired units came back and resold.
+    Payments(crate::payments::PaymentsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -109,18 +112,7 @@ impl RunArgs {
     /// # Errors
     /// A target that is not on loopback, or numbers out of range.
     pub fn validate(&self) -> anyhow::Result<()> {
-        for target in &self.targets {
-            let host = target
-                .strip_prefix("http://")
-                .ok_or_else(|| anyhow::anyhow!("only http:// targets: {target}"))?
-                .split(['/', ':'])
-                .next()
-                .unwrap_or_default();
-            let loopback = host == "localhost" || host == "[" || host.starts_with("127.");
-            if !loopback {
-                anyhow::bail!("refusing to load a non-loopback target: {target}");
-            }
-        }
+        loopback_only(&self.targets)?;
         if self.rate.is_none() && self.concurrency.is_none() {
             anyhow::bail!("give --rate (open model) or --concurrency (closed loop)");
         }
@@ -149,6 +141,26 @@ impl RunArgs {
     }
 }
 
+/// Refuses any target that is not plain HTTP on a loopback address.
+///
+/// # Errors
+/// The first target that is not.
+pub fn loopback_only(targets: &[String]) -> anyhow::Result<()> {
+    for target in targets {
+        let host = target
+            .strip_prefix("http://")
+            .ok_or_else(|| anyhow::anyhow!("only http:// targets: {target}"))?
+            .split(['/', ':'])
+            .next()
+            .unwrap_or_default();
+        let loopback = host == "localhost" || host == "[" || host.starts_with("127.");
+        if !loopback {
+            anyhow::bail!("refusing to load a non-loopback target: {target}");
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,7 +170,7 @@ mod tests {
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).expect("parses").command {
             Command::Run(args) => args,
-            Command::Report(_) => unreachable!("a run"),
+            Command::Report(_) | Command::Payments(_) => unreachable!("a run"),
         }
     }
 

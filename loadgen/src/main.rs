@@ -11,6 +11,9 @@
 //! - [`check`]: the invariants, through the admin API and the database.
 //! - [`report`]: a run's summary (JSON), and the A/B markdown table and SVG
 //!   charts built from several summaries.
+//! - [`payments`]: `loadgen payments`, a drop day with a payment deadline:
+//!   orders paid through the signed webhook in time, late or never, and
+//!   the checks that expired units came back and sold again unoversold.
 //!
 //! It only ever targets loopback addresses and always stops by itself: at
 //! the duration, at the request cap, and at a drain deadline.
@@ -18,6 +21,7 @@
 mod check;
 mod cli;
 mod drive;
+mod payments;
 mod report;
 mod setup;
 
@@ -34,6 +38,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         cli::Command::Run(args) => run(args).await,
         cli::Command::Report(args) => report::write_ab_report(&args.input, &args.output),
+        cli::Command::Payments(args) => payments::run(args).await,
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,
