@@ -1,20 +1,26 @@
-// Starts the server binary built by `cargo leptos build` on a free port (it
-// binds 127.0.0.1:0 and prints its URL), with a throwaway SQLite database,
-// and stops it after the suite. Tests read BASE_URL and ADMIN_TOKEN.
-import { spawn } from 'node:child_process';
+// Starts the server binary built by `cargo leptos build` on free ports (it
+// binds 127.0.0.1:0 and prints its URL), each with a throwaway SQLite
+// database, and stops them after the suite:
+//
+// - BASE_URL: orders are final at once (no payment window), as by default;
+// - PAY_BASE_URL: a two-minute payment window and the demo provider;
+// - EXPIRY_BASE_URL: a three-second window, for watching orders expire.
+//
+// Tests read those and ADMIN_TOKEN.
+import { ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 const ADMIN_TOKEN = 'e2e-admin-token';
 
-export default async function globalSetup(): Promise<() => Promise<void>> {
-  const root = resolve(__dirname, '..');
-  const targetDir = process.env.CARGO_TARGET_DIR ?? join(root, 'target');
-  const binary = process.env.SERVER_BIN ?? join(targetDir, 'debug', 'server');
-  if (!existsSync(binary)) {
-    throw new Error(`server binary not found at ${binary}: run \`cargo leptos build\` first`);
-  }
+interface Server {
+  url: string;
+  child: ChildProcess;
+  dataDir: string;
+}
+
+async function startServer(root: string, binary: string, extraEnv: Record<string, string>): Promise<Server> {
   const dataDir = mkdtempSync(join(tmpdir(), 'oversell-e2e-'));
   const child = spawn(binary, [], {
     cwd: root,
@@ -30,7 +36,10 @@ export default async function globalSetup(): Promise<() => Promise<void>> {
       SEED_DEMO_ITEMS: 'false',
       REDIS_URL: '',
       REDIS_CLUSTER_NODES: '',
+      PAYMENT_WINDOW_SECS: '',
+      PAYMENT_PROVIDER: '',
       RUST_LOG: process.env.E2E_SERVER_LOG ?? 'warn',
+      ...extraEnv,
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -50,12 +59,40 @@ export default async function globalSetup(): Promise<() => Promise<void>> {
       fail(new Error(`server exited early with code ${code}`));
     });
   });
-  process.env.BASE_URL = url;
+  return { url, child, dataDir };
+}
+
+async function stopServer(server: Server) {
+  const exited = new Promise((done) => server.child.once('exit', done));
+  server.child.kill('SIGTERM');
+  await exited;
+  rmSync(server.dataDir, { recursive: true, force: true });
+}
+
+export default async function globalSetup(): Promise<() => Promise<void>> {
+  const root = resolve(__dirname, '..');
+  const targetDir = process.env.CARGO_TARGET_DIR ?? join(root, 'target');
+  const binary = process.env.SERVER_BIN ?? join(targetDir, 'debug', 'server');
+  if (!existsSync(binary)) {
+    throw new Error(`server binary not found at ${binary}: run \`cargo leptos build\` first`);
+  }
+  const configs: Array<Record<string, string>> = [
+    {},
+    { PAYMENT_WINDOW_SECS: '120', PAYMENT_PROVIDER: 'demo' },
+    { PAYMENT_WINDOW_SECS: '3', PAYMENT_PROVIDER: 'demo', PAYMENT_REAPER_INTERVAL_MS: '200' },
+  ];
+  const servers: Server[] = [];
+  try {
+    for (const env of configs) servers.push(await startServer(root, binary, env));
+  } catch (failure) {
+    await Promise.all(servers.map(stopServer));
+    throw failure;
+  }
+  process.env.BASE_URL = servers[0].url;
+  process.env.PAY_BASE_URL = servers[1].url;
+  process.env.EXPIRY_BASE_URL = servers[2].url;
   process.env.ADMIN_TOKEN = ADMIN_TOKEN;
   return async () => {
-    const exited = new Promise((done) => child.once('exit', done));
-    child.kill('SIGTERM');
-    await exited;
-    rmSync(dataDir, { recursive: true, force: true });
+    await Promise.all(servers.map(stopServer));
   };
 }

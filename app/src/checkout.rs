@@ -6,7 +6,7 @@
 //! JSON API call one and the same pipeline.
 
 use crate::domain::{BuyerId, IdempotencyKey, ItemId};
-use crate::model::{Item, KeyOutcome, OrderError, OrderRequest, Receipt};
+use crate::model::{Item, KeyOutcome, MyOrders, OrderError, OrderRequest, OrderView, Receipt};
 use std::sync::Arc;
 
 /// The answer to one order attempt.
@@ -60,6 +60,24 @@ pub trait Checkout: Send + Sync + 'static {
         buyer: &BuyerId,
         key: &IdempotencyKey,
     ) -> Result<KeyOutcome, OrderError>;
+
+    /// This buyer's orders as they stand now, newest first.
+    ///
+    /// # Errors
+    /// `unavailable` when the database cannot be read.
+    async fn my_orders(&self, buyer: &BuyerId) -> Result<MyOrders, OrderError>;
+
+    /// One order of this buyer as it stands now.
+    ///
+    /// # Errors
+    /// `not_found` for an unknown order or another buyer's; `unavailable`.
+    async fn my_order(&self, buyer: &BuyerId, order_id: &str) -> Result<OrderView, OrderError>;
+
+    /// Whether this server's demo checkout (`/pay/{order_id}`) takes payments.
+    fn demo_checkout(&self) -> bool;
+
+    /// The server's clock, milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
 }
 
 /// How the server hands the pipeline to the server functions.

@@ -5,9 +5,12 @@
 //! Per strategy (A: `redis+db`, B: `db`) over the last minutes: the Lua
 //! success rate, the database conflict rate, the browser intercept rate,
 //! throughput and latency percentiles; the article's three-layer A/B
-//! heatmap; and the hottest items.
+//! heatmap; the hottest items; and, with a payment deadline, the orders by
+//! status, payments on time and late, units returned by expiry and how soon
+//! they sold again.
 
 use crate::i18n::Lang;
+use crate::model::OrderStatus;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +55,24 @@ pub struct DashboardData {
     /// Totals since start: orders created, browser intercepts.
     pub orders_created: u64,
     pub intercepts: u64,
+    /// With a payment deadline.
+    pub payments: Option<PaymentsPanel>,
+}
+
+/// The payment deadline at a glance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentsPanel {
+    /// Orders in each status, as the database counts them (every instance's).
+    pub orders_by_status: Vec<(OrderStatus, i64)>,
+    /// Since this instance started: payments before the deadline, and after
+    /// it (refunds due).
+    pub paid_on_time: u64,
+    pub paid_late: u64,
+    /// Since this instance started: units its expiries put back on sale.
+    pub units_returned: u64,
+    /// From an expiry to the resale of its unit, on this instance (seconds).
+    pub resale_p50_seconds: Option<f64>,
+    pub resale_p90_seconds: Option<f64>,
 }
 
 const COLORS: [&str; 2] = ["#d9480f", "#1c7ed6"];

@@ -455,6 +455,7 @@ mod tests {
             total_cents: 100,
             idempotency_key: IdempotencyKey::parse(TOKEN).expect("key"),
             status: OrderStatus::Confirmed,
+            pay_by_ms: None,
             created_at_ms: 0,
         }
     }

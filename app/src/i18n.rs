@@ -5,7 +5,7 @@
 //! hydrating browser reads it back from there, so both sides render the same
 //! markup.
 
-use crate::model::ErrorCode;
+use crate::model::{ErrorCode, OrderStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Lang {
@@ -111,13 +111,61 @@ pub struct Strings {
     pub orders_created: &'static str,
     pub intercepts_total: &'static str,
     pub live: &'static str,
+    pub my_orders: &'static str,
+    pub no_orders: &'static str,
+    pub status: &'static str,
+    pub pay: &'static str,
+    pub payment_closed: &'static str,
+    pub demo_checkout: &'static str,
+    pub demo_checkout_notice: &'static str,
+    pub pay_demo: &'static str,
+    pub not_payable: &'static str,
+    pub payment_refused: &'static str,
+    pub payments_heading: &'static str,
+    pub paid_on_time: &'static str,
+    pub paid_late: &'static str,
+    pub units_returned: &'static str,
+    pub resale_p50: &'static str,
 }
 
 impl Strings {
+    fn is_zh(&self) -> bool {
+        std::ptr::eq(self, &ZH_CN)
+    }
+
+    /// An order's status as the shopper reads it.
+    pub fn status_label(&self, status: OrderStatus) -> &'static str {
+        match (status, self.is_zh()) {
+            (OrderStatus::Confirmed, false) => "Confirmed",
+            (OrderStatus::Confirmed, true) => "已确认",
+            (OrderStatus::AwaitingPayment, false) => "Awaiting payment",
+            (OrderStatus::AwaitingPayment, true) => "待支付",
+            (OrderStatus::Paid, false) => "Paid",
+            (OrderStatus::Paid, true) => "已支付",
+            (OrderStatus::Expired, false) => "Expired: not paid in time, back on sale",
+            (OrderStatus::Expired, true) => "已过期:未按时支付,商品已重新上架",
+            (OrderStatus::RefundDue, false) => "Paid after the deadline: refund due",
+            (OrderStatus::RefundDue, true) => "超时支付:待退款",
+        }
+    }
+
+    /// The time left to pay, to the second; "time is over" at zero.
+    pub fn time_left(&self, ms: i64) -> String {
+        if ms <= 0 {
+            return self.payment_closed.to_owned();
+        }
+        let seconds = (ms + 999) / 1000;
+        let (minutes, seconds) = (seconds / 60, seconds % 60);
+        if self.is_zh() {
+            format!("剩余 {minutes} 分 {seconds:02} 秒")
+        } else {
+            format!("{minutes} min {seconds:02} s left")
+        }
+    }
+
     /// The shopper-facing sentence for a refusal; never the server's raw text.
     pub fn error_message(&self, code: ErrorCode) -> &'static str {
-        let zh = std::ptr::eq(self, &ZH_CN);
-        match (code, zh) {
+        match (code, self.is_zh()) {
             (ErrorCode::SoldOut, false) => "Sold out: every unit has been bought.",
             (ErrorCode::SoldOut, true) => "已售罄:所有库存都已售出。",
             (ErrorCode::StockConflict, false) => {
@@ -189,6 +237,21 @@ static EN: Strings = Strings {
     orders_created: "Orders created",
     intercepts_total: "Taps intercepted",
     live: "Live, refreshed every 2 s",
+    my_orders: "My orders",
+    no_orders: "You have no orders yet.",
+    status: "Status",
+    pay: "Pay",
+    payment_closed: "Time to pay is over",
+    demo_checkout: "Demo checkout",
+    demo_checkout_notice: "This is a demo payment page: no money moves. Paying sends the same signed webhook a real payment provider would send.",
+    pay_demo: "Pay (demo)",
+    not_payable: "This order cannot be paid here (any more).",
+    payment_refused: "The payment was not accepted. Please try again.",
+    payments_heading: "Payments",
+    paid_on_time: "Paid on time",
+    paid_late: "Paid late (refund due)",
+    units_returned: "Units returned by expiry",
+    resale_p50: "Expiry to resale, median (s)",
 };
 
 static ZH_CN: Strings = Strings {
@@ -229,6 +292,21 @@ static ZH_CN: Strings = Strings {
     orders_created: "已创建订单",
     intercepts_total: "已拦截点击",
     live: "实时,每 2 秒刷新",
+    my_orders: "我的订单",
+    no_orders: "您还没有订单。",
+    status: "状态",
+    pay: "去支付",
+    payment_closed: "支付时间已过",
+    demo_checkout: "演示收银台",
+    demo_checkout_notice: "这是演示支付页面,不会产生真实扣款。支付后将发送与真实支付服务商相同的签名回调。",
+    pay_demo: "支付(演示)",
+    not_payable: "该订单无法在此支付(或已无法支付)。",
+    payment_refused: "支付未被接受,请重试。",
+    payments_heading: "支付",
+    paid_on_time: "按时支付",
+    paid_late: "超时支付(待退款)",
+    units_returned: "过期退回件数",
+    resale_p50: "过期到再售出,中位数(秒)",
 };
 
 #[cfg(test)]
@@ -256,6 +334,25 @@ mod tests {
         assert_eq!(format_price(1250), "¥12.50");
         assert_eq!(format_price(5), "¥0.05");
         assert_eq!(format_price(0), "¥0.00");
+    }
+
+    #[test]
+    fn the_time_left_counts_down_to_the_second_in_both_languages() {
+        assert_eq!(Lang::En.strings().time_left(65_000), "1 min 05 s left");
+        assert_eq!(Lang::En.strings().time_left(64_001), "1 min 05 s left");
+        assert_eq!(Lang::ZhCn.strings().time_left(5_000), "剩余 0 分 05 秒");
+        assert_eq!(Lang::En.strings().time_left(0), "Time to pay is over");
+        assert_eq!(Lang::ZhCn.strings().time_left(-3), "支付时间已过");
+    }
+
+    #[test]
+    fn every_status_reads_differently_in_each_language() {
+        for status in OrderStatus::ALL {
+            assert_ne!(
+                Lang::En.strings().status_label(status),
+                Lang::ZhCn.strings().status_label(status)
+            );
+        }
     }
 
     #[test]

@@ -55,7 +55,9 @@ pub struct OrderRequest {
     pub qty: Quantity,
 }
 
-/// A confirmed order: what the buyer gets back from `POST /api/orders`.
+/// A placed order: what the buyer gets back from `POST /api/orders`, and
+/// what every replay of its key answers, word for word, whatever happened
+/// to the order since (see [`OrderView`] for its current state).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
     pub order_id: String,
@@ -64,15 +66,94 @@ pub struct Receipt {
     pub unit_price_cents: i64,
     pub total_cents: i64,
     pub idempotency_key: IdempotencyKey,
+    /// `confirmed` (no payment window: the order is final) or
+    /// `awaiting_payment` (pay by `pay_by_ms`).
     pub status: OrderStatus,
+    /// The payment deadline, milliseconds since the Unix epoch; only with a
+    /// payment window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pay_by_ms: Option<i64>,
     /// Milliseconds since the Unix epoch, from the server clock.
     pub created_at_ms: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Where an order stands.
+///
+/// ```text
+/// confirmed                       (no payment window: final at once)
+/// awaiting_payment ─ paid in time ─────────▶ paid
+///        └──────── deadline passed ───────▶ expired ─ paid late ─▶ refund_due
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     Confirmed,
+    AwaitingPayment,
+    Paid,
+    Expired,
+    RefundDue,
+}
+
+impl OrderStatus {
+    pub const ALL: [Self; 5] = [
+        Self::Confirmed,
+        Self::AwaitingPayment,
+        Self::Paid,
+        Self::Expired,
+        Self::RefundDue,
+    ];
+
+    /// The name on the wire and in the `orders.status` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Confirmed => "confirmed",
+            Self::AwaitingPayment => "awaiting_payment",
+            Self::Paid => "paid",
+            Self::Expired => "expired",
+            Self::RefundDue => "refund_due",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    /// Whether the order's units are still taken from stock (an expired
+    /// order gave them back, whatever a late payment did afterwards).
+    pub fn holds_units(self) -> bool {
+        !matches!(self, Self::Expired | Self::RefundDue)
+    }
+}
+
+/// An order as it stands now: the answer of `GET /api/orders/{order_id}`
+/// and a row of the buyer's "my orders" page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderView {
+    pub order_id: String,
+    pub item_id: ItemId,
+    pub item_title: String,
+    pub qty: Quantity,
+    pub unit_price_cents: i64,
+    pub total_cents: i64,
+    pub status: OrderStatus,
+    pub created_at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pay_by_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_at_ms: Option<i64>,
+}
+
+/// The buyer's orders, newest first, with the server's clock at the time
+/// they were read (so a page shows the time left to pay as the server saw
+/// it, on the server and after hydration alike).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MyOrders {
+    pub now_ms: i64,
+    /// Whether the demo payment provider serves `/pay/{order_id}`.
+    pub demo_checkout: bool,
+    pub orders: Vec<OrderView>,
 }
 
 /// What `GET /api/orders/by-key/{key}` knows about an earlier attempt.
@@ -115,6 +196,11 @@ pub enum ErrorCode {
     QueuePassInvalid,
     /// The buyer never joined this item's waiting room.
     NotInQueue,
+    /// A payment webhook's `Payment-Signature` is missing, malformed, wrong
+    /// or too old.
+    InvalidSignature,
+    /// A payment's amount differs from the order's total.
+    AmountMismatch,
     PayloadTooLarge,
     RateLimited,
     Unavailable,
@@ -128,7 +214,7 @@ impl ErrorCode {
     /// The HTTP status this code travels with.
     pub fn http_status(self) -> u16 {
         match self {
-            Self::InvalidRequest => 400,
+            Self::InvalidRequest | Self::InvalidSignature => 400,
             Self::Unauthorized => 401,
             Self::Forbidden | Self::QueuePassRequired | Self::QueuePassInvalid => 403,
             Self::NotFound | Self::UnknownItem | Self::NotInQueue => 404,
@@ -140,7 +226,7 @@ impl ErrorCode {
             | Self::SaleNotStarted
             | Self::SaleEnded => 409,
             Self::PayloadTooLarge => 413,
-            Self::IdempotencyKeyReused => 422,
+            Self::IdempotencyKeyReused | Self::AmountMismatch => 422,
             Self::RateLimited => 429,
             Self::Internal => 500,
             Self::Unavailable | Self::NoResponse => 503,
@@ -179,6 +265,8 @@ impl ErrorCode {
             Self::QueuePassRequired => "queue_pass_required",
             Self::QueuePassInvalid => "queue_pass_invalid",
             Self::NotInQueue => "not_in_queue",
+            Self::InvalidSignature => "invalid_signature",
+            Self::AmountMismatch => "amount_mismatch",
             Self::PayloadTooLarge => "payload_too_large",
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
@@ -286,6 +374,56 @@ mod tests {
         );
         assert_eq!(e.code.http_status(), 409);
         assert!(!OrderError::new(ErrorCode::SoldOut, "gone").retryable);
+    }
+
+    #[test]
+    fn a_receipt_without_a_window_keeps_its_old_body() {
+        let receipt = Receipt {
+            order_id: "o1".into(),
+            item_id: ItemId::new(3).expect("id"),
+            qty: Quantity::new(1).expect("qty"),
+            unit_price_cents: 100,
+            total_cents: 100,
+            idempotency_key: IdempotencyKey::parse("k1").expect("key"),
+            status: OrderStatus::Confirmed,
+            pay_by_ms: None,
+            created_at_ms: 5,
+        };
+        let json = serde_json::to_value(&receipt).expect("serializes");
+        assert_eq!(json["status"], "confirmed");
+        assert!(json.get("pay_by_ms").is_none(), "{json}");
+        let awaiting = Receipt {
+            status: OrderStatus::AwaitingPayment,
+            pay_by_ms: Some(60_005),
+            ..receipt
+        };
+        let json = serde_json::to_value(&awaiting).expect("serializes");
+        assert_eq!(json["status"], "awaiting_payment");
+        assert_eq!(json["pay_by_ms"], 60_005);
+        let back: Receipt = serde_json::from_value(json).expect("parses");
+        assert_eq!(back, awaiting);
+    }
+
+    #[test]
+    fn statuses_read_back_and_say_whether_they_hold_units() {
+        for status in OrderStatus::ALL {
+            assert_eq!(OrderStatus::parse(status.as_str()), Some(status));
+            let json = serde_json::to_value(status).expect("serializes");
+            assert_eq!(json, status.as_str());
+        }
+        assert!(OrderStatus::Paid.holds_units());
+        assert!(OrderStatus::AwaitingPayment.holds_units());
+        assert!(!OrderStatus::Expired.holds_units());
+        assert!(!OrderStatus::RefundDue.holds_units());
+        assert_eq!(OrderStatus::parse("shipped"), None);
+    }
+
+    #[test]
+    fn payment_errors_have_their_statuses() {
+        assert_eq!(ErrorCode::InvalidSignature.http_status(), 400);
+        assert_eq!(ErrorCode::AmountMismatch.http_status(), 422);
+        assert!(!ErrorCode::InvalidSignature.retryable());
+        assert_eq!(ErrorCode::AmountMismatch.as_str(), "amount_mismatch");
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub enum Command {
     /// wait their turn, order with their pass; then report the admission
     /// rate, how fast the line learns it sold out, and check the stock.
     Drop(DropArgs),
+    /// A drop day with a payment deadline: order, pay (or not) through the
+    /// signed webhook, and check that expired units came back and resold.
+    Payments(crate::payments::PaymentsArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -200,27 +203,11 @@ pub struct DropArgs {
     pub out: Option<PathBuf>,
 }
 
-/// # Errors
-/// The target is not plain http on a loopback address.
-fn ensure_loopback(target: &str) -> anyhow::Result<()> {
-    let host = target
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow::anyhow!("only http:// targets: {target}"))?
-        .split(['/', ':'])
-        .next()
-        .unwrap_or_default();
-    let loopback = host == "localhost" || host == "[" || host.starts_with("127.");
-    if !loopback {
-        anyhow::bail!("refusing to load a non-loopback target: {target}");
-    }
-    Ok(())
-}
-
 impl DropArgs {
     /// # Errors
     /// A target that is not on loopback, or numbers out of range.
     pub fn validate(&self) -> anyhow::Result<()> {
-        ensure_loopback(&self.target)?;
+        loopback_only(std::slice::from_ref(&self.target))?;
         if self.buyers == 0 || self.stock < 1 || self.admission == 0 {
             anyhow::bail!("--buyers, --stock and --admission must be at least 1");
         }
@@ -241,9 +228,7 @@ impl RunArgs {
     /// # Errors
     /// A target that is not on loopback, or numbers out of range.
     pub fn validate(&self) -> anyhow::Result<()> {
-        for target in &self.targets {
-            ensure_loopback(target)?;
-        }
+        loopback_only(&self.targets)?;
         if self.rate.is_none() && self.concurrency.is_none() {
             anyhow::bail!("give --rate (open model) or --concurrency (closed loop)");
         }
@@ -283,6 +268,26 @@ impl RunArgs {
             (None, None) => String::new(),
         }
     }
+}
+
+/// Refuses any target that is not plain HTTP on a loopback address.
+///
+/// # Errors
+/// The first target that is not.
+pub fn loopback_only(targets: &[String]) -> anyhow::Result<()> {
+    for target in targets {
+        let host = target
+            .strip_prefix("http://")
+            .ok_or_else(|| anyhow::anyhow!("only http:// targets: {target}"))?
+            .split(['/', ':'])
+            .next()
+            .unwrap_or_default();
+        let loopback = host == "localhost" || host == "[" || host.starts_with("127.");
+        if !loopback {
+            anyhow::bail!("refusing to load a non-loopback target: {target}");
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -215,7 +215,7 @@ async fn order_with_pass(
     cookie: &str,
     pass: &str,
 ) -> Option<(u16, serde_json::Value)> {
-    let mut last = None;
+    let mut last: Option<(u16, serde_json::Value)> = None;
     for attempt in 1..=5u64 {
         let answer = client
             .post(format!("{base}/api/orders"))

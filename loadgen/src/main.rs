@@ -24,6 +24,9 @@
 //! - [`fault_report`]: the fault runs' markdown report.
 //! - [`drop_day`]: `loadgen drop`, a scheduled drop through its waiting
 //!   room, with the fair draw checked as a buyer can check it.
+//! - [`payments`]: `loadgen payments`, a drop day with a payment deadline:
+//!   orders paid through the signed webhook in time, late or never, and
+//!   the checks that expired units came back and sold again unoversold.
 //!
 //! It only ever targets loopback addresses and always stops by itself: at
 //! the duration, at the request cap, and at a drain deadline.
@@ -36,6 +39,7 @@ mod drive;
 mod drop_day;
 mod fault_report;
 mod history;
+mod payments;
 mod proxy;
 mod report;
 mod setup;
@@ -57,6 +61,7 @@ async fn main() -> std::process::ExitCode {
         cli::Command::Proxy(args) => proxy::run(args).await,
         cli::Command::FaultReport(args) => fault_report::write(&args.input, &args.output),
         cli::Command::Drop(args) => drop(args).await,
+        cli::Command::Payments(args) => payments::run(args).await,
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,

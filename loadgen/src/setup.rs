@@ -22,7 +22,11 @@ pub struct Target {
     pub items: Vec<Item>,
 }
 
-async fn new_buyer(client: &reqwest::Client, base: &str) -> anyhow::Result<Buyer> {
+/// A buyer session on `base`.
+///
+/// # Errors
+/// The server refused or set no cookie.
+pub async fn new_buyer(client: &reqwest::Client, base: &str) -> anyhow::Result<Buyer> {
     let response = client
         .post(format!("{base}/api/session"))
         .send()

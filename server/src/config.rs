@@ -4,8 +4,8 @@
 //!
 //! One group per concern ([`HttpConfig`], [`DatabaseConfig`],
 //! [`RedisConfig`], [`BreakerConfig`], [`ReservationConfig`],
-//! [`LedgerConfig`], [`OrdersConfig`], [`SessionConfig`],
-//! [`TelemetryConfig`]), each read by its own `read`, in which every
+//! [`LedgerConfig`], [`OrdersConfig`], [`PaymentsConfig`],
+//! [`SessionConfig`], [`TelemetryConfig`]), each read by its own `read`, in which every
 //! variable is named once, with its default and its range. The embedded
 //! default is what an empty environment reads as.
 //!
@@ -30,6 +30,7 @@ pub struct Config {
     pub reservation: ReservationConfig,
     pub ledger: LedgerConfig,
     pub orders: OrdersConfig,
+    pub payments: PaymentsConfig,
     pub sessions: SessionConfig,
     pub telemetry: TelemetryConfig,
 }
@@ -129,6 +130,33 @@ pub struct OrdersConfig {
     pub idempotency_ttl: Duration,
 }
 
+/// Who takes the buyers' money.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentProvider {
+    /// A real provider (unnamed: it only has to send signed webhooks).
+    External,
+    /// `demo`: this server's own checkout page, which sends the webhook a
+    /// real provider would (for the embedded default and demos).
+    Demo,
+}
+
+/// The payment deadline. Off (`window: None`) unless `PAYMENT_WINDOW_SECS`
+/// is set: orders are then final at once, status `confirmed`.
+#[derive(Debug, Clone)]
+pub struct PaymentsConfig {
+    /// `PAYMENT_WINDOW_SECS`: how long a buyer has to pay a new order.
+    pub window: Option<Duration>,
+    /// `PAYMENT_PROVIDER`: `demo`, or unset for a real provider.
+    pub provider: PaymentProvider,
+    /// `PAYMENT_WEBHOOK_SECRET`, at least 16 bytes: signs webhooks. Required
+    /// with a window and a real provider; with the demo provider, unset
+    /// means a secret generated once and kept in the database.
+    pub webhook_secret: Option<String>,
+    /// `PAYMENT_REAPER_INTERVAL_MS`: how often unpaid orders past their
+    /// deadline are expired.
+    pub reaper_interval: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// `ADMIN_TOKEN`; `None` when unset (then a random one is generated and
@@ -190,6 +218,7 @@ impl Config {
             reservation: ReservationConfig::read(&vars)?,
             ledger: LedgerConfig::read(&vars)?,
             orders: OrdersConfig::read(&vars)?,
+            payments: PaymentsConfig::read(&vars)?,
             sessions: SessionConfig::read(&vars)?,
             telemetry: TelemetryConfig::read(&vars)?,
         })
@@ -343,6 +372,36 @@ impl OrdersConfig {
     }
 }
 
+impl PaymentsConfig {
+    fn read(vars: &Vars<'_>) -> anyhow::Result<Self> {
+        let window = vars
+            .optional_integer("PAYMENT_WINDOW_SECS", 1..=7 * 86_400)?
+            .map(Duration::from_secs);
+        let provider = vars.parsed(
+            "PAYMENT_PROVIDER",
+            PaymentProvider::External,
+            "demo, or unset for a real provider",
+            |v| (v.eq_ignore_ascii_case("demo")).then_some(PaymentProvider::Demo),
+        )?;
+        let webhook_secret = vars.secret("PAYMENT_WEBHOOK_SECRET", 16, "bytes")?;
+        match (window, provider, &webhook_secret) {
+            (None, PaymentProvider::Demo, _) => anyhow::bail!(
+                "invalid PAYMENT_PROVIDER: demo needs PAYMENT_WINDOW_SECS (without a window orders are final and nothing is paid)"
+            ),
+            (Some(_), PaymentProvider::External, None) => anyhow::bail!(
+                "PAYMENT_WEBHOOK_SECRET is required with PAYMENT_WINDOW_SECS (or set PAYMENT_PROVIDER=demo)"
+            ),
+            _ => {}
+        }
+        Ok(Self {
+            window,
+            provider,
+            webhook_secret,
+            reaper_interval: vars.millis("PAYMENT_REAPER_INTERVAL_MS", 1_000, 10..=3_600_000)?,
+        })
+    }
+}
+
 impl SessionConfig {
     fn read(vars: &Vars<'_>) -> anyhow::Result<Self> {
         Ok(Self {
@@ -401,6 +460,17 @@ impl Vars<'_> {
         let expected = format!("an integer from {} to {}", range.start(), range.end());
         self.parsed(name, default, &expected, |v| {
             v.parse().ok().filter(|n| range.contains(n))
+        })
+    }
+
+    /// An integer that may be unset (`None`), in `range` when set.
+    fn optional_integer<T>(&self, name: &str, range: RangeInclusive<T>) -> anyhow::Result<Option<T>>
+    where
+        T: FromStr + PartialOrd + Display,
+    {
+        let expected = format!("an integer from {} to {}", range.start(), range.end());
+        self.parsed(name, None, &expected, |v| {
+            v.parse().ok().filter(|n| range.contains(n)).map(Some)
         })
     }
 
@@ -509,10 +579,51 @@ mod tests {
             ("REDIS_KEY_PREFIX", "a{b}"),
             ("SEED_DEMO_ITEMS", "maybe"),
             ("LOG_FORMAT", "xml"),
+            ("PAYMENT_WINDOW_SECS", "0"),
+            ("PAYMENT_PROVIDER", "stripe"),
+            ("PAYMENT_REAPER_INTERVAL_MS", "5"),
         ] {
             let err = from(&[(name, value)]).expect_err(name).to_string();
             assert!(err.contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn payments_are_off_unless_a_window_is_set() {
+        let config = from(&[]).expect("valid");
+        assert_eq!(config.payments.window, None);
+        assert_eq!(config.payments.reaper_interval, Duration::from_secs(1));
+        let demo = from(&[("PAYMENT_WINDOW_SECS", "300"), ("PAYMENT_PROVIDER", "demo")])
+            .expect("the demo provider keeps its secret in the database");
+        assert_eq!(demo.payments.window, Some(Duration::from_secs(300)));
+        assert_eq!(demo.payments.provider, PaymentProvider::Demo);
+        assert_eq!(demo.payments.webhook_secret, None);
+    }
+
+    #[test]
+    fn a_real_provider_needs_a_webhook_secret_and_demo_needs_a_window() {
+        let err = from(&[("PAYMENT_WINDOW_SECS", "300")])
+            .expect_err("no secret")
+            .to_string();
+        assert!(err.contains("PAYMENT_WEBHOOK_SECRET"), "{err}");
+        let err = from(&[
+            ("PAYMENT_WINDOW_SECS", "300"),
+            ("PAYMENT_WEBHOOK_SECRET", "whsec_short"),
+        ])
+        .expect_err("too short")
+        .to_string();
+        assert!(!err.contains("whsec_short"), "{err}");
+        assert!(
+            from(&[
+                ("PAYMENT_WINDOW_SECS", "300"),
+                ("PAYMENT_WEBHOOK_SECRET", "whsec_0123456789abcdef"),
+            ])
+            .is_ok()
+        );
+        let err = from(&[("PAYMENT_PROVIDER", "demo")])
+            .expect_err("no window")
+            .to_string();
+        assert!(err.contains("PAYMENT_WINDOW_SECS"), "{err}");
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! The dashboard's data: a sampler that reads this server's own Prometheus
 //! text once a second (the same numbers Prometheus scrapes), turns the
 //! counter and histogram deltas into per-strategy rates and percentiles, and
-//! keeps the last [`KEEP`] samples in a ring.
+//! keeps the last [`KEEP`] samples in a ring. With a payment deadline it
+//! adds the orders by status (read from the database when the dashboard
+//! asks) and the payment counters and resale times of this server.
 
 use crate::background::BackgroundTask;
 use crate::db::{Database, items};
 use crate::hot_items::HotItems;
 use crate::metrics::{self as m, Metrics};
-use app::dashboard::{DashboardData, HotItem, Point, StrategySeries};
+use app::dashboard::{DashboardData, HotItem, PaymentsPanel, Point, StrategySeries};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -188,6 +190,8 @@ pub struct Sampler {
     hot_items: Arc<HotItems>,
     db: Database,
     default_strategy: &'static str,
+    /// Whether orders have a payment deadline (the payments panel).
+    payments: bool,
     rings: Mutex<Rings>,
 }
 
@@ -203,7 +207,56 @@ impl Sampler {
             hot_items,
             db,
             default_strategy,
+            payments: false,
             rings: Mutex::default(),
+        }
+    }
+
+    /// Shows the payments panel.
+    #[must_use]
+    pub fn with_payments(mut self, payments: bool) -> Self {
+        self.payments = payments;
+        self
+    }
+
+    /// The payments panel: statuses from the database, the rest from this
+    /// server's metrics.
+    async fn payments_panel(&self) -> PaymentsPanel {
+        let orders_by_status = crate::payments::transitions::count_by_status(&self.db)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "counting orders by status failed");
+                Vec::new()
+            });
+        let series = parse(&self.metrics.render());
+        let total = |name: &str, label: Option<(&str, &str)>| -> f64 {
+            series
+                .iter()
+                .filter(|s| s.name == name)
+                .filter(|s| label.is_none_or(|(k, v)| s.label(k) == Some(v)))
+                .map(|s| s.value)
+                .sum()
+        };
+        let resale = format!("{}_bucket", m::EXPIRY_TO_RESALE_SECONDS);
+        let mut buckets: Vec<(f64, f64)> = series
+            .iter()
+            .filter(|s| s.name == resale)
+            .filter_map(|s| {
+                let le = match s.label("le")? {
+                    "+Inf" => f64::INFINITY,
+                    le => le.parse().ok()?,
+                };
+                Some((le, s.value))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        PaymentsPanel {
+            orders_by_status,
+            paid_on_time: total(m::PAYMENT_WEBHOOKS, Some(("result", "paid"))) as u64,
+            paid_late: total(m::PAYMENT_WEBHOOKS, Some(("result", "refund_due"))) as u64,
+            units_returned: total(m::UNITS_RETURNED, None) as u64,
+            resale_p50_seconds: quantile(0.5, &buckets),
+            resale_p90_seconds: quantile(0.9, &buckets),
         }
     }
 
@@ -309,12 +362,17 @@ impl Sampler {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             rings.previous_intercepts
         };
+        let payments = match self.payments {
+            true => Some(self.payments_panel().await),
+            false => None,
+        };
         DashboardData {
             strategy: self.default_strategy.to_owned(),
             series,
             hot_items,
             orders_created: created as u64,
             intercepts: intercepts as u64,
+            payments,
         }
     }
 }
@@ -434,5 +492,34 @@ mod tests {
             data.series[1].points[0].lua_success_pct, None,
             "B asked no store"
         );
+        assert_eq!(data.payments, None, "no payment deadline, no panel");
+    }
+
+    #[tokio::test]
+    async fn the_payments_panel_reads_webhooks_returns_and_resale_times() {
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let db = Database::connect("sqlite::memory:", 1).await.expect("db");
+        let sampler = Sampler::new(metrics.clone(), Arc::new(HotItems::new()), db, "redis+db")
+            .with_payments(true);
+        metrics
+            .counter(m::PAYMENT_WEBHOOKS, &[("result", "paid")])
+            .increment(4);
+        metrics
+            .counter(m::PAYMENT_WEBHOOKS, &[("result", "refund_due")])
+            .increment(1);
+        metrics.counter(m::UNITS_RETURNED, &[]).increment(2);
+        for seconds in [0.2, 0.2, 20.0] {
+            metrics
+                .histogram(m::EXPIRY_TO_RESALE_SECONDS, &[])
+                .record(seconds);
+        }
+        let panel = sampler.data().await.payments.expect("a panel");
+        assert_eq!((panel.paid_on_time, panel.paid_late), (4, 1));
+        assert_eq!(panel.units_returned, 2);
+        let p50 = panel.resale_p50_seconds.expect("p50");
+        assert!((0.1..=0.25).contains(&p50), "{p50}");
+        let p90 = panel.resale_p90_seconds.expect("p90");
+        assert!((10.0..=30.0).contains(&p90), "{p90}");
+        assert!(panel.orders_by_status.is_empty(), "no order yet");
     }
 }

@@ -27,6 +27,10 @@
 //!   inventory queries.
 //! - [`waiting_room`]: drops' waiting rooms and the fair start, kept by the
 //!   reservation store beside the counters.
+//! - [`payments`]: the payment deadline: signed webhooks, the expiry
+//!   reaper, and the state machine `awaiting_payment → paid | expired →
+//!   refund_due`; [`stock`]: what follows a stock change the database
+//!   committed (a restock, an expired order's units coming back).
 //! - [`dashboard`]: samples this server's metrics for the admin dashboard.
 //! - [`error`]: the HTTP error type; [`metrics`]: this server's Prometheus
 //!   recorder; [`hot_items`]: the bounded, decaying top-k of busy items;
@@ -42,6 +46,7 @@ pub mod hot_items;
 pub mod listener;
 pub mod metrics;
 pub mod orders;
+pub mod payments;
 pub mod rate_limit;
 pub mod records;
 pub mod redis_conn;
@@ -49,5 +54,6 @@ pub mod reservation;
 pub mod session;
 pub mod startup;
 pub mod state;
+pub mod stock;
 pub mod telemetry;
 pub mod waiting_room;

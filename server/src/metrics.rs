@@ -23,6 +23,10 @@
 //! | `oversell_hot_item_id`, `oversell_hot_item_requests_per_second` (gauges) | `rank` (`1` to `5`) |
 //! | `oversell_queue_joins_total`, `oversell_queue_admitted_total`, `oversell_queue_passes_expired_total` | `item` (drops with a waiting room) |
 //! | `oversell_queue_waiting`, `oversell_queue_passes_open`, `oversell_queue_passes_used` (gauges, the store's counts) | `item` |
+//! | `oversell_order_transitions_total` (orders entering a status) | `to` (`confirmed`, `awaiting_payment`, `paid`, `expired`, `refund_due`) |
+//! | `oversell_payment_webhooks_total` | `result` (`paid`: on time, `refund_due`: late, `duplicate`, `ignored`, `replayed`, `invalid_signature`, `invalid_event`, `unknown_order`, `amount_mismatch`, `event_reused`, `error`) |
+//! | `oversell_units_returned_total` (units back on sale by expiry) | |
+//! | `oversell_expiry_to_resale_seconds` (per unit: from its expiry to the next order this instance commits for it) | |
 
 use app::domain::ItemId;
 use metrics::{
@@ -61,6 +65,10 @@ pub const QUEUE_PASSES_EXPIRED: &str = "oversell_queue_passes_expired_total";
 pub const QUEUE_WAITING: &str = "oversell_queue_waiting";
 pub const QUEUE_PASSES_OPEN: &str = "oversell_queue_passes_open";
 pub const QUEUE_PASSES_USED: &str = "oversell_queue_passes_used";
+pub const ORDER_TRANSITIONS: &str = "oversell_order_transitions_total";
+pub const PAYMENT_WEBHOOKS: &str = "oversell_payment_webhooks_total";
+pub const UNITS_RETURNED: &str = "oversell_units_returned_total";
+pub const EXPIRY_TO_RESALE_SECONDS: &str = "oversell_expiry_to_resale_seconds";
 
 /// Every metric name this server exports, for checks on dashboards and rules.
 pub const ALL: &[&str] = &[
@@ -88,6 +96,10 @@ pub const ALL: &[&str] = &[
     QUEUE_WAITING,
     QUEUE_PASSES_OPEN,
     QUEUE_PASSES_USED,
+    ORDER_TRANSITIONS,
+    PAYMENT_WEBHOOKS,
+    UNITS_RETURNED,
+    EXPIRY_TO_RESALE_SECONDS,
 ];
 
 /// Latency buckets from 100 µs to 10 s: the reservation layer answers in
@@ -95,6 +107,12 @@ pub const ALL: &[&str] = &[
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
+];
+
+/// From an expiry to the resale of its unit: well under a second in a
+/// frenzy, minutes when nobody wants the item any more.
+const RESALE_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
 
 static METADATA: Metadata<'static> = Metadata::new(module_path!(), metrics::Level::INFO, None);
@@ -121,6 +139,10 @@ impl Metrics {
     /// practice).
     pub fn new() -> anyhow::Result<Self> {
         let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(EXPIRY_TO_RESALE_SECONDS.into()),
+                RESALE_BUCKETS,
+            )?
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
             .build_recorder();
         let metrics = Self {
@@ -191,6 +213,27 @@ impl Metrics {
             self.counter(BROWSER_INTERCEPTS, &[("reason", reason)])
                 .increment(0);
         }
+        for to in [
+            "confirmed",
+            "awaiting_payment",
+            "paid",
+            "expired",
+            "refund_due",
+        ] {
+            self.counter(ORDER_TRANSITIONS, &[("to", to)]).increment(0);
+        }
+        for result in [
+            "paid",
+            "refund_due",
+            "duplicate",
+            "replayed",
+            "invalid_signature",
+        ] {
+            self.counter(PAYMENT_WEBHOOKS, &[("result", result)])
+                .increment(0);
+        }
+        self.counter(UNITS_RETURNED, &[]).increment(0);
+        let _registered = self.histogram(EXPIRY_TO_RESALE_SECONDS, &[]);
         self.counter(HOLDS_REAPED, &[]).increment(0);
         self.gauge(HOLDS_LIVE, &[]).set(0.0);
         self.gauge(BREAKER_STATE, &[]).set(0.0);
@@ -297,6 +340,15 @@ impl Metrics {
             "Browser-layer intercepts reported by pages.",
         );
         counter(HOLDS_REAPED, "Expired holds given back by the reaper.");
+        counter(ORDER_TRANSITIONS, "Orders entering a status.");
+        counter(
+            PAYMENT_WEBHOOKS,
+            "Payment webhook deliveries by result (paid: on time; refund_due: late).",
+        );
+        counter(
+            UNITS_RETURNED,
+            "Units back on sale after their order expired unpaid.",
+        );
         counter(
             RECONCILE_REPAIRS,
             "Reservation counters found off the database and repaired.",
@@ -353,6 +405,10 @@ impl Metrics {
         for (name, help) in [
             (STAGE_SECONDS, "Time per order pipeline stage."),
             (ORDER_SECONDS, "Order pipeline time end to end."),
+            (
+                EXPIRY_TO_RESALE_SECONDS,
+                "Per unit, from its order's expiry to the next order this instance committed for it.",
+            ),
         ] {
             r.describe_histogram(
                 KeyName::from_const_str(name),
@@ -398,6 +454,21 @@ mod tests {
         assert!(
             b.render()
                 .contains(r#"oversell_orders_total{outcome="created",strategy="db"} 5"#)
+        );
+    }
+
+    #[test]
+    fn the_resale_histogram_has_buckets_of_its_own() {
+        let m = Metrics::new().expect("metrics");
+        m.histogram(EXPIRY_TO_RESALE_SECONDS, &[]).record(42.0);
+        let text = m.render();
+        assert!(
+            text.contains(r#"oversell_expiry_to_resale_seconds_bucket{le="60"} 1"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"oversell_expiry_to_resale_seconds_bucket{le="0.0001"}"#),
+            "{text}"
         );
     }
 

@@ -23,6 +23,9 @@ use crate::orders::reserve::ReserveStage;
 use crate::orders::settle::SettleStage;
 use crate::orders::strategy::Strategy;
 use crate::orders::{OrderPipeline, Parts, Stages};
+use crate::payments::resale::ResaleClock;
+use crate::payments::signature::WebhookSecret;
+use crate::payments::{PaymentDesk, reaper as payment_reaper};
 use crate::rate_limit::RateLimiter;
 use crate::records::generation::RecordsGeneration;
 use crate::records::{Records, redis::RedisRecords, sql::SqlRecords};
@@ -35,6 +38,7 @@ use crate::reservation::{
 };
 use crate::session::ensure_buyer;
 use crate::state::{AppContext, AppState, GuardTotals};
+use crate::stock::StockPath;
 use crate::waiting_room::WaitingRooms;
 use anyhow::Context;
 use app::checkout::SharedCheckout;
@@ -103,19 +107,23 @@ impl Application {
         let Wired {
             pipeline,
             reservation,
-            memo,
             waiting_rooms,
             records,
+            stock,
+            payments,
             mut background,
             tasks,
         } = wire_pipeline(&config, &db, redis.as_ref(), &metrics, &hot_items).await?;
         background.push(spawn_metrics_upkeep(metrics.clone()));
-        let dashboard = Arc::new(Sampler::new(
-            metrics.clone(),
-            hot_items.clone(),
-            db.clone(),
-            config.orders.strategy.label(),
-        ));
+        let dashboard = Arc::new(
+            Sampler::new(
+                metrics.clone(),
+                hot_items.clone(),
+                db.clone(),
+                config.orders.strategy.label(),
+            )
+            .with_payments(payments.is_some()),
+        );
         background.push(crate::dashboard::spawn(dashboard.clone()));
 
         let admin_token = match &config.sessions.admin_token {
@@ -143,10 +151,11 @@ impl Application {
             leptos,
             db,
             reservation,
-            memo,
             records,
             pipeline,
             waiting_rooms,
+            stock,
+            payments,
             admin_token,
             metrics,
             hot_items,
@@ -223,12 +232,15 @@ pub struct Wired {
     pub pipeline: Arc<OrderPipeline>,
     /// The reservation store, when strategy A can run.
     pub reservation: Option<Arc<dyn ReservationStore>>,
-    pub memo: Option<Arc<SoldOutMemo>>,
     /// Drops' waiting rooms, kept by the reservation store.
     pub waiting_rooms: Option<Arc<WaitingRooms>>,
     pub records: Records,
+    /// What follows a stock change the database committed.
+    pub stock: Arc<StockPath>,
+    /// The payment deadline, when `PAYMENT_WINDOW_SECS` is set.
+    pub payments: Option<Arc<PaymentDesk>>,
     /// Periodic tasks: the breaker probe, the reaper, reconciliation, the
-    /// records generation, purging records.
+    /// records generation, purging records, expiring unpaid orders.
     pub background: Vec<BackgroundTask>,
     /// Orders running detached from their requests, and their follow-ups.
     pub tasks: TaskTracker,
@@ -303,11 +315,14 @@ pub async fn wire_pipeline(
             }),
     };
     let gate = Arc::new(Gate::new(db.clone(), sql_records));
-    let ledger = Arc::new(Ledger::new(
-        db.clone(),
-        config.ledger.backoff,
-        metrics.clone(),
-    ));
+    let resale = config
+        .payments
+        .window
+        .map(|_| Arc::new(ResaleClock::new(metrics.clone())));
+    let ledger = Arc::new(
+        Ledger::new(db.clone(), config.ledger.backoff, metrics.clone())
+            .with_payment_window(config.payments.window),
+    );
     let writer: Arc<dyn LedgerWrite> = if config.ledger.batch_max > 1 {
         Arc::new(Coalescer::new(ledger.clone(), config.ledger.batch_max))
     } else {
@@ -334,7 +349,8 @@ pub async fn wire_pipeline(
                 config.reservation.hold_ttl,
             )
         }),
-        ledger: LedgerStage::new(writer, generation, metrics.clone()),
+        ledger: LedgerStage::new(writer, generation, metrics.clone())
+            .with_resale_clock(resale.clone()),
         settle: SettleStage::new(
             reservation.as_ref().map(|r| r.store.clone()),
             memo.clone(),
@@ -389,15 +405,51 @@ pub async fn wire_pipeline(
             config.reservation.reconcile_interval,
         ));
     }
+    let stock = Arc::new(StockPath::new(
+        reservation.as_ref().map(|r| r.store.clone()),
+        memo.clone(),
+        resale,
+    ));
+    let payments = match config.payments.window {
+        Some(_) => {
+            let desk = Arc::new(PaymentDesk::new(
+                db.clone(),
+                webhook_secret(db, config.payments.webhook_secret.as_deref()).await?,
+                config.payments.provider,
+                stock.clone(),
+                metrics.clone(),
+            ));
+            background.push(payment_reaper::spawn(
+                desk.clone(),
+                config.payments.reaper_interval,
+            ));
+            Some(desk)
+        }
+        None => None,
+    };
     Ok(Wired {
         pipeline,
         reservation: reservation.map(|r| r.store),
-        memo,
         waiting_rooms,
         records,
+        stock,
+        payments,
         background,
         tasks,
     })
+}
+
+/// The secret webhooks are signed with: `PAYMENT_WEBHOOK_SECRET`, or else
+/// (the demo provider; the configuration allows nothing else) the secret
+/// the database keeps, so every instance checks the demo's signatures alike.
+async fn webhook_secret(db: &Database, configured: Option<&str>) -> anyhow::Result<WebhookSecret> {
+    let secret = match configured {
+        Some(secret) => secret.to_owned(),
+        None => settings::shared_secret(db, settings::PAYMENT_WEBHOOK_SECRET)
+            .await
+            .context("reading the demo payment provider's webhook secret kept in the database")?,
+    };
+    Ok(WebhookSecret::new(&secret))
 }
 
 /// The reservation store strategy A uses: Redis when configured, else the
@@ -480,6 +532,7 @@ fn router(state: AppState) -> Router {
             app::shell(shell_options.clone())
         })
         .route("/items/{id}/buy", post(api::forms::buy))
+        .route("/pay/{order_id}", post(api::forms::pay_demo))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ensure_buyer,

@@ -6,19 +6,20 @@
 //! the pipeline through the same object.
 
 use crate::config::Config;
-use crate::db::{Database, items};
+use crate::db::{Database, items, orders};
 use crate::hot_items::HotItems;
 use crate::metrics::Metrics;
 use crate::orders::refusal::Refusal;
 use crate::orders::strategy::Strategy;
 use crate::orders::{Attempt, OrderPipeline};
+use crate::payments::PaymentDesk;
 use crate::records::Records;
 use crate::reservation::ReservationStore;
-use crate::reservation::memo::SoldOutMemo;
 use crate::reservation::queue::QueuePass;
+use crate::stock::StockPath;
 use app::checkout::{Checkout, GuardCounts, Placement};
 use app::domain::{BuyerId, IdempotencyKey, ItemId};
-use app::model::{ErrorCode, Item, KeyOutcome, OrderError, OrderRequest};
+use app::model::{ErrorCode, Item, KeyOutcome, MyOrders, OrderError, OrderRequest, OrderView};
 use axum::extract::FromRef;
 use axum_extra::extract::cookie::Key;
 use leptos::config::LeptosOptions;
@@ -32,12 +33,14 @@ pub struct AppContext {
     pub db: Database,
     /// `None` under strategy B (database only).
     pub reservation: Option<Arc<dyn ReservationStore>>,
-    /// The sold-out memo of the reservation layer, when there is one.
-    pub memo: Option<Arc<SoldOutMemo>>,
     pub records: Records,
     pub pipeline: Arc<OrderPipeline>,
     /// Drops' waiting rooms, when a reservation store keeps them.
     pub waiting_rooms: Option<Arc<crate::waiting_room::WaitingRooms>>,
+    /// What follows a stock change the database committed.
+    pub stock: Arc<StockPath>,
+    /// The payment deadline, when `PAYMENT_WINDOW_SECS` is set.
+    pub payments: Option<Arc<PaymentDesk>>,
     pub cookie_key: Key,
     pub admin_token: String,
     pub metrics: Arc<Metrics>,
@@ -163,4 +166,33 @@ impl Checkout for AppContext {
     ) -> Result<KeyOutcome, OrderError> {
         self.pipeline.outcome_by_key(buyer, key).await
     }
+
+    async fn my_orders(&self, buyer: &BuyerId) -> Result<MyOrders, OrderError> {
+        let orders = orders::of_buyer_now(&self.db, buyer, MY_ORDERS_SHOWN)
+            .await
+            .map_err(database_unavailable)?;
+        Ok(MyOrders {
+            now_ms: self.now_ms(),
+            demo_checkout: self.demo_checkout(),
+            orders,
+        })
+    }
+
+    async fn my_order(&self, buyer: &BuyerId, order_id: &str) -> Result<OrderView, OrderError> {
+        orders::view_of_buyer(&self.db, buyer, order_id)
+            .await
+            .map_err(database_unavailable)?
+            .ok_or_else(|| OrderError::new(ErrorCode::NotFound, "no such order"))
+    }
+
+    fn demo_checkout(&self) -> bool {
+        self.payments.as_ref().is_some_and(|p| p.demo_checkout())
+    }
+
+    fn now_ms(&self) -> i64 {
+        crate::db::now_ms()
+    }
 }
+
+/// The newest orders the "my orders" page lists.
+const MY_ORDERS_SHOWN: u32 = 100;

@@ -3,7 +3,7 @@
 //! back as a signed session cookie). With one, it draws the charts and, once
 //! hydrated, refreshes them every two seconds without reloading the page.
 
-use crate::dashboard::{DashboardData, Heatmap, LineChart, Point};
+use crate::dashboard::{DashboardData, Heatmap, LineChart, PaymentsPanel, Point};
 use crate::model::ErrorCode;
 use crate::server_fns::dashboard_data;
 use leptos::prelude::*;
@@ -114,6 +114,7 @@ fn Charts(data: DashboardData) -> impl IntoView {
             />
             <Heatmap series=series rows=24 />
         </div>
+        {data.payments.map(|panel| view! { <Payments panel /> })}
         <section class="hot-items">
             <h2>{s.hot_items}</h2>
             <ol>
@@ -136,5 +137,50 @@ fn Charts(data: DashboardData) -> impl IntoView {
         <form method="post" action="/dashboard/logout">
             <button type="submit" class="buy-again">{s.sign_out}</button>
         </form>
+    }
+}
+
+/// Orders by status and the payment deadline's numbers.
+#[component]
+fn Payments(panel: PaymentsPanel) -> impl IntoView {
+    let s = super::strings();
+    let seconds = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.1}"));
+    view! {
+        <section class="payments-panel" data-testid="payments-panel">
+            <h2>{s.payments_heading}</h2>
+            <dl class="payment-facts">
+                {panel
+                    .orders_by_status
+                    .into_iter()
+                    .map(|(status, n)| {
+                        view! {
+                            <div data-status=status.as_str()>
+                                <dt>{s.status_label(status)}</dt>
+                                <dd>{n}</dd>
+                            </div>
+                        }
+                    })
+                    .collect_view()}
+                <div>
+                    <dt>{s.paid_on_time}</dt>
+                    <dd data-testid="paid-on-time">{panel.paid_on_time}</dd>
+                </div>
+                <div>
+                    <dt>{s.paid_late}</dt>
+                    <dd>{panel.paid_late}</dd>
+                </div>
+                <div>
+                    <dt>{s.units_returned}</dt>
+                    <dd data-testid="units-returned">{panel.units_returned}</dd>
+                </div>
+                <div>
+                    <dt>{s.resale_p50}</dt>
+                    <dd>
+                        {seconds(panel.resale_p50_seconds)}" (p90 "
+                        {seconds(panel.resale_p90_seconds)}")"
+                    </dd>
+                </div>
+            </dl>
+        </section>
     }
 }

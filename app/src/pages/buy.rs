@@ -45,6 +45,10 @@ pub fn BuyPanel(
     prior: Option<(IdempotencyKey, KeyOutcome)>,
     /// Units left as last read from the server; refreshed after each order.
     stock: RwSignal<i64>,
+    /// Whether a receipt's "Pay" leads to the demo checkout.
+    demo_checkout: bool,
+    /// The server's clock when the page was read.
+    page_now_ms: i64,
 ) -> impl IntoView {
     let s = super::strings();
     let item_id = item.id;
@@ -191,7 +195,9 @@ pub fn BuyPanel(
             </button>
             <div class="outcome" role="status" aria-live="polite" data-testid="outcome">
                 {move || match phase() {
-                    Phase::Success { receipt } => view! { <ReceiptView receipt /> }.into_any(),
+                    Phase::Success { receipt } => {
+                        view! { <ReceiptView receipt demo_checkout page_now_ms /> }.into_any()
+                    }
                     Phase::Error { error, certainty } => {
                         let text = if certainty == Certainty::Unknown {
                             s.outcome_unknown
@@ -235,9 +241,24 @@ fn phase_name(phase: &Phase) -> &'static str {
     }
 }
 
+/// The order's receipt: what its 201 answered. With a payment window it
+/// shows the deadline as the time left (counted from when the order was
+/// placed, or from when the page was read, whichever is later) and, with
+/// the demo provider, the way to pay.
 #[component]
-fn ReceiptView(receipt: Receipt) -> impl IntoView {
+fn ReceiptView(receipt: Receipt, demo_checkout: bool, page_now_ms: i64) -> impl IntoView {
     let s = super::strings();
+    let deadline = receipt.pay_by_ms.map(|pay_by_ms| {
+        let reference_ms = receipt.created_at_ms.max(page_now_ms);
+        let pay = demo_checkout.then(|| receipt.order_id.clone());
+        view! {
+            <p class="deadline" data-testid="deadline">
+                {s.status_label(receipt.status)}" · "
+                <super::orders::TimeLeft pay_by_ms reference_ms />
+            </p>
+            {pay.map(|order_id| view! { <super::orders::PayLink order_id /> })}
+        }
+    });
     view! {
         <div class="receipt" data-testid="receipt" data-order-id=receipt.order_id.clone()>
             <p class="receipt-title">{s.order_placed}</p>
@@ -248,6 +269,7 @@ fn ReceiptView(receipt: Receipt) -> impl IntoView {
                 {s.quantity}": "{receipt.qty.get()}" · "{s.total}": "
                 {format_price(receipt.total_cents)}
             </p>
+            {deadline}
         </div>
     }
 }

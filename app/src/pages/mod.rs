@@ -1,13 +1,16 @@
 //! Routes and page components.
 //!
-//! `/` lists the items, `/items/{id}` shows one with its Buy panel. Both are
-//! rendered on the server and hydrated in the browser; before hydration (or
-//! with JavaScript off) every control is a plain link or form that works.
+//! `/` lists the items, `/items/{id}` shows one with its Buy panel,
+//! `/orders` the buyer's orders and `/pay/{order_id}` the demo payment
+//! provider's checkout ([`orders`]). All are rendered on the server and
+//! hydrated in the browser; before hydration (or with JavaScript off) every
+//! control is a plain link or form that works.
 
 pub mod admin;
 #[cfg(feature = "hydrate")]
 mod browser;
 pub mod buy;
+pub mod orders;
 
 use crate::domain::{IdempotencyKey, ItemId};
 use crate::i18n::{Lang, Strings, format_price};
@@ -110,6 +113,12 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=NotFound>
                     <Route path=path!("/") view=ItemListPage ssr=SsrMode::Async />
                     <Route path=path!("/items/:id") view=ItemPage ssr=SsrMode::Async />
+                    <Route path=path!("/orders") view=orders::MyOrdersPage ssr=SsrMode::Async />
+                    <Route
+                        path=path!("/pay/:order_id")
+                        view=orders::CheckoutPage
+                        ssr=SsrMode::Async
+                    />
                     <Route
                         path=path!("/dashboard")
                         view=admin::DashboardPage
@@ -130,6 +139,9 @@ fn Header() -> impl IntoView {
         <header class="site-header">
             <a class="brand" href="/">
                 {s.site_name}
+            </a>
+            <a class="my-orders-link" href="/orders">
+                {s.my_orders}
             </a>
             <nav class="lang-switch" aria-label=s.language>
                 {Lang::ALL
@@ -292,7 +304,12 @@ fn ItemPage() -> impl IntoView {
 #[component]
 fn ItemDetails(data: ItemView, prior: Option<(IdempotencyKey, KeyOutcome)>) -> impl IntoView {
     let s = strings();
-    let ItemView { item, form_token } = data;
+    let ItemView {
+        item,
+        form_token,
+        demo_checkout,
+        now_ms,
+    } = data;
     let title = item.title.clone();
     // Shared with the Buy panel, which refreshes it after an order.
     let stock = RwSignal::new(item.stock);
@@ -318,7 +335,7 @@ fn ItemDetails(data: ItemView, prior: Option<(IdempotencyKey, KeyOutcome)>) -> i
                     <dd data-testid="stock">{move || stock.get()}</dd>
                 </div>
             </dl>
-            <buy::BuyPanel item form_token prior stock />
+            <buy::BuyPanel item form_token prior stock demo_checkout page_now_ms=now_ms />
         </article>
     }
 }

@@ -1,8 +1,10 @@
 //! Admin calls (bearer token): create an item, change a drop's terms,
-//! restock. Each keeps the reservation store in step with the database: the
+//! restock one, read an item's stats, list the payments owed back. Each
+//! change keeps the reservation store in step with the database: the
 //! database commits first, then the counter is warmed (create) or adjusted
-//! (restock) and the terms written (create, change), unless the store
-//! already has the change from a later load.
+//! through [`crate::stock::StockPath`] (restock) and the terms written
+//! (create, change), unless the store already has the change from a later
+//! load.
 
 use super::{Admin, ApiJson, item_id};
 use crate::db::items::{self, DropTerms, NewItem, Restocked, TermsChange};
@@ -10,6 +12,7 @@ use crate::error::ApiError;
 use crate::orders::refusal::Refusal;
 use crate::reservation::CounterSeed;
 use crate::state::AppState;
+use crate::stock::StockChange;
 use app::model::Item;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -215,9 +218,7 @@ pub async fn change_terms(
         // store's copy is replaced by the next load or change.
         tracing::error!(item = %id, error = %e, "the new terms did not reach the reservation store");
     }
-    if let Some(memo) = &state.memo {
-        memo.forget(id);
-    }
+    state.stock.terms_changed(id);
     Ok(Json(item))
 }
 
@@ -228,8 +229,11 @@ pub struct Restock {
 }
 
 /// `GET /api/admin/items/{id}/stats`: the item, its orders as the database
-/// counts them, and the reservation counter and live holds where a store is
-/// in use. What load tests and browser tests check their invariants against.
+/// counts them (`units_ordered` only of orders that still hold units, so
+/// `units_ordered + stock` is the initial stock plus every restock;
+/// `units_returned` by expiry; `orders_by_status`), and the reservation
+/// counter and live holds where a store is in use. What load tests and
+/// browser tests check their invariants against.
 pub async fn stats(
     State(state): State<AppState>,
     _admin: Admin,
@@ -256,6 +260,8 @@ pub async fn stats(
         "version": item.version,
         "orders": orders.orders,
         "units_ordered": orders.units_ordered,
+        "units_returned": orders.units_returned,
+        "orders_by_status": orders.orders_by_status,
         "duplicate_keys": orders.duplicate_keys,
         "counter": counter,
         "live_holds": live_holds,
@@ -289,15 +295,26 @@ pub async fn restock(
             )));
         }
     };
-    if let Some(store) = &state.reservation
-        && let Err(e) = store.restock(id, body.delta, item.version).await
-    {
-        // The database holds the change; the counter is a filter and is
-        // corrected by the next load or reconciliation.
-        tracing::error!(item = %id, error = %e, "restock not applied to the reservation counter");
-    }
-    if let Some(memo) = &state.memo {
-        memo.forget(id);
-    }
+    state
+        .stock
+        .committed(
+            id,
+            item.version,
+            StockChange::Restocked { delta: body.delta },
+        )
+        .await;
     Ok(Json(item))
+}
+
+/// `GET /api/admin/refunds`: payments the operator owes back, newest first:
+/// paid after the order expired (`refund_due`) or after it was settled
+/// (`duplicate`). Empty without a payment window.
+pub async fn refunds(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<Json<Vec<crate::payments::transitions::Refund>>, ApiError> {
+    match &state.payments {
+        Some(desk) => Ok(Json(desk.refunds().await.map_err(ApiError::unavailable)?)),
+        None => Ok(Json(Vec::new())),
+    }
 }

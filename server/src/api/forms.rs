@@ -7,6 +7,14 @@
 //! field, minted by the server when it rendered the page, so a double submit
 //! is one intent and one order.
 //!
+//! `POST /pay/{order_id}` is the demo payment provider's "Pay" button (on
+//! the clearly labelled demo checkout page `/pay/{order_id}`): it signs a
+//! `payment.succeeded` webhook for the order's total with the webhook
+//! secret and delivers it to this server's own webhook route, through the
+//! same router, signature check and handler a real provider's delivery
+//! takes, then shows the buyer's orders (303 to `/orders`), or the checkout
+//! again with `?error=1` when the webhook refused.
+//!
 //! `GET /lang/{tag}?back=/path` remembers the language switch in a cookie;
 //! `POST /dashboard/login` and `/dashboard/logout` open and close the admin
 //! session of the dashboard.
@@ -21,7 +29,7 @@ use app::model::OrderRequest;
 use app::pages::ORDER_KEY_PARAM;
 use axum::Form;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::header::{LOCATION, SET_COOKIE};
+use axum::http::header::{CONTENT_TYPE, LOCATION, SET_COOKIE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -63,6 +71,41 @@ pub async fn buy(
     Ok(see_other(&format!(
         "/items/{item_id}?{ORDER_KEY_PARAM}={key}"
     )))
+}
+
+/// `POST /pay/{order_id}`: the demo provider pays the buyer's order.
+pub async fn pay_demo(
+    State(state): State<AppState>,
+    Extension(buyer): Extension<BuyerId>,
+    Path(order_id): Path<String>,
+) -> Result<Response, ApiError> {
+    use tower::ServiceExt;
+    let no_such_order = || ApiError::not_found("no such order to pay here");
+    let desk = state.payments.as_ref().ok_or_else(no_such_order)?;
+    let delivery = desk
+        .demo_delivery(&buyer, &order_id)
+        .await
+        .map_err(ApiError::unavailable)?
+        .ok_or_else(no_such_order)?;
+    let request = axum::http::Request::post("/payments/webhook")
+        .header(crate::payments::signature::HEADER, delivery.signature)
+        .header(CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(delivery.body))
+        .map_err(ApiError::internal)?;
+    let answer = match super::router()
+        .with_state(state.clone())
+        .oneshot(request)
+        .await
+    {
+        Ok(answer) => answer,
+        Err(never) => match never {},
+    };
+    if answer.status() == StatusCode::OK {
+        Ok(see_other("/orders"))
+    } else {
+        tracing::warn!(status = %answer.status(), order = %order_id, "the demo payment's webhook was refused");
+        Ok(see_other(&format!("/pay/{order_id}?error=1")))
+    }
 }
 
 #[derive(Debug, Deserialize)]

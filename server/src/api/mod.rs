@@ -7,11 +7,12 @@
 //! | `POST /api/session` | [`session`] |
 //! | `GET /api/items`, `GET /api/items/{id}` | [`items`] |
 //! | `GET /api/time`, `POST`/`GET /api/items/{id}/queue`, `GET /api/items/{id}/fairness` | [`drops`] |
-//! | `POST /api/orders`, `GET /api/orders/by-key/{key}` | [`orders`] |
+//! | `POST /api/orders`, `GET /api/orders/by-key/{key}`, `GET /api/orders/{order_id}` | [`orders`] |
+//! | `POST /api/payments/webhook` | [`payments`] |
 //! | `POST /api/guard-events` | [`guard_events`] |
-//! | `POST /api/admin/items`, `PATCH /api/admin/items/{id}`, `POST /api/admin/items/{id}/restock`, `GET /api/admin/items/{id}/stats` | [`admin`] |
+//! | `POST /api/admin/items`, `PATCH /api/admin/items/{id}`, `POST /api/admin/items/{id}/restock`, `GET /api/admin/items/{id}/stats`, `GET /api/admin/refunds` | [`admin`] |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | [`health`] |
-//! | `POST /items/{id}/buy`, `GET /lang/{tag}` | [`forms`] (HTML forms, no JavaScript needed) |
+//! | `POST /items/{id}/buy`, `POST /pay/{order_id}`, `GET /lang/{tag}` | [`forms`] (HTML forms, no JavaScript needed) |
 
 pub mod admin;
 pub mod drops;
@@ -20,6 +21,7 @@ pub mod guard_events;
 pub mod health;
 pub mod items;
 pub mod orders;
+pub mod payments;
 pub mod session;
 
 use crate::error::ApiError;
@@ -51,11 +53,14 @@ pub fn router() -> Router<AppState> {
         .route("/items/{id}/fairness", get(drops::fairness))
         .route("/orders", post(orders::create))
         .route("/orders/by-key/{key}", get(orders::by_key))
+        .route("/orders/{order_id}", get(orders::get))
+        .route("/payments/webhook", post(payments::webhook))
         .route("/guard-events", post(guard_events::record))
         .route("/admin/items", post(admin::create_item))
         .route("/admin/items/{id}", patch(admin::change_terms))
         .route("/admin/items/{id}/restock", post(admin::restock))
         .route("/admin/items/{id}/stats", get(admin::stats))
+        .route("/admin/refunds", get(admin::refunds))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -1,5 +1,5 @@
-//! `POST /api/orders` (with `Queue-Pass` for an item with a waiting room)
-//! and `GET /api/orders/by-key/{key}`.
+//! `POST /api/orders` (with `Queue-Pass` for an item with a waiting room),
+//! `GET /api/orders/by-key/{key}` and `GET /api/orders/{order_id}`.
 
 use super::{ApiJson, IdempotencyKeyHeader, QueuePassHeader};
 use crate::error::{ApiError, error_response};
@@ -8,7 +8,7 @@ use crate::session::Buyer;
 use crate::state::AppState;
 use app::checkout::Checkout;
 use app::domain::IdempotencyKey;
-use app::model::{KeyOutcome, OrderRequest};
+use app::model::{KeyOutcome, OrderRequest, OrderView};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -79,4 +79,15 @@ pub async fn by_key(
 ) -> Result<Json<KeyOutcome>, ApiError> {
     let key = IdempotencyKey::parse(&key)?;
     Ok(Json(state.0.outcome_by_key(&buyer, &key).await?))
+}
+
+/// One of this buyer's orders as it stands now (`status`: `confirmed`,
+/// `awaiting_payment`, `paid`, `expired` or `refund_due`); 404 for an
+/// unknown order and for another buyer's alike.
+pub async fn get(
+    State(state): State<AppState>,
+    Buyer(buyer): Buyer,
+    Path(order_id): Path<String>,
+) -> Result<Json<OrderView>, ApiError> {
+    Ok(Json(state.0.my_order(&buyer, &order_id).await?))
 }

@@ -7,7 +7,7 @@
 
 use super::{Database, Dialect, now_ms};
 use app::domain::ItemId;
-use app::model::Item;
+use app::model::{Item, OrderStatus};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -347,13 +347,21 @@ pub async fn seed_demo(db: &Database) -> Result<usize, sqlx::Error> {
 }
 
 /// What the database holds for one item's orders, for invariant checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct OrderStats {
+    /// Every order, whatever its status: one per 201 answer.
     pub orders: i64,
+    /// Units of orders that still hold them (not expired): with the stock,
+    /// they add up to the initial stock plus every restock.
     pub units_ordered: i64,
+    /// Units of orders that expired unpaid (and went back to stock).
+    pub units_returned: i64,
     /// (buyer, idempotency key) pairs with more than one order: always 0
     /// while the unique index stands.
     pub duplicate_keys: i64,
+    /// Orders per status (`confirmed`, `awaiting_payment`, `paid`,
+    /// `expired`, `refund_due`); statuses without orders are absent.
+    pub orders_by_status: std::collections::BTreeMap<&'static str, i64>,
 }
 
 /// # Errors
@@ -361,25 +369,42 @@ pub struct OrderStats {
 pub async fn order_stats(db: &Database, id: ItemId) -> Result<OrderStats, sqlx::Error> {
     let bigint = db.dialect().bigint();
     let totals = format!(
-        "SELECT CAST(COUNT(*) AS {bigint}) AS orders, CAST(COALESCE(SUM(qty), 0) AS {bigint}) AS units \
-         FROM orders WHERE item_id = ?"
+        "SELECT status, CAST(COUNT(*) AS {bigint}) AS orders, CAST(COALESCE(SUM(qty), 0) AS {bigint}) AS units \
+         FROM orders WHERE item_id = ? GROUP BY status"
     );
-    let row = sqlx::query(&db.sql(&totals))
+    let mut stats = OrderStats {
+        orders: 0,
+        units_ordered: 0,
+        units_returned: 0,
+        duplicate_keys: 0,
+        orders_by_status: std::collections::BTreeMap::new(),
+    };
+    for row in sqlx::query(&db.sql(&totals))
         .bind(id.get())
-        .fetch_one(db.pool())
-        .await?;
+        .fetch_all(db.pool())
+        .await?
+    {
+        let status: String = row.try_get("status")?;
+        let status = OrderStatus::parse(&status).ok_or_else(|| {
+            sqlx::Error::Decode(format!("unknown order status {status:?}").into())
+        })?;
+        let (orders, units): (i64, i64) = (row.try_get("orders")?, row.try_get("units")?);
+        stats.orders += orders;
+        if status.holds_units() {
+            stats.units_ordered += units;
+        } else {
+            stats.units_returned += units;
+        }
+        stats.orders_by_status.insert(status.as_str(), orders);
+    }
     let duplicates = format!(
         "SELECT CAST(COUNT(*) AS {bigint}) AS n FROM (SELECT buyer, idempotency_key FROM orders \
          WHERE item_id = ? GROUP BY buyer, idempotency_key HAVING COUNT(*) > 1) dups"
     );
-    let duplicate_keys: i64 = sqlx::query(&db.sql(&duplicates))
+    stats.duplicate_keys = sqlx::query(&db.sql(&duplicates))
         .bind(id.get())
         .fetch_one(db.pool())
         .await?
         .try_get("n")?;
-    Ok(OrderStats {
-        orders: row.try_get("orders")?,
-        units_ordered: row.try_get("units")?,
-        duplicate_keys,
-    })
+    Ok(stats)
 }

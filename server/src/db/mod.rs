@@ -208,6 +208,17 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
 }
 
+/// True when the database gave up the transaction to break a lock cycle
+/// (`40001` on MySQL/MariaDB, which rolls the whole transaction back;
+/// `40P01` or `40001` on PostgreSQL) or, on SQLite, could not take the
+/// write lock: running the whole transaction again is the cure.
+pub fn is_deadlock(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Database(e) if matches!(e.code().as_deref(), Some("40001" | "40P01" | "5" | "517"))
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,16 +3,25 @@
 //! An order row holds everything its 201 answer carried, so the answer is
 //! rebuilt exactly (same body, field for field) whatever cache forgot it,
 //! and everything its request's fingerprint covers (the waiting-room pass
-//! too), so a replay is told apart from a reuse.
+//! too), so a replay is told apart from a reuse. [`receipt_from_row`] is
+//! the one place that maps a row to that body: the order as it was
+//! *created* (`awaiting_payment` with its `pay_by_ms` when it was created
+//! with a payment window, `confirmed` otherwise), whatever happened to it
+//! since; [`view_of_buyer`] and [`of_buyer_now`] read where it stands now.
 
 use super::Database;
 use crate::records::RequestHash;
 use app::domain::{BuyerId, IdempotencyKey, InvalidValue, ItemId, Quantity};
-use app::model::{OrderRequest, OrderStatus, Receipt};
+use app::model::{OrderRequest, OrderStatus, OrderView, Receipt};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-const COLUMNS: &str = "id, idempotency_key, item_id, qty, unit_price_cents, created_at, queue_pass";
+const COLUMNS: &str =
+    "id, idempotency_key, item_id, qty, unit_price_cents, pay_by_ms, created_at, queue_pass";
+
+/// The columns of [`OrderView`], read from `orders o JOIN inventory i`.
+const VIEW_COLUMNS: &str = "o.id, o.item_id, i.title, o.qty, o.unit_price_cents, o.status, \
+     o.created_at, o.pay_by_ms, o.paid_at_ms, o.expired_at_ms";
 
 /// An order as the database keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,22 +50,101 @@ fn decode(e: InvalidValue) -> sqlx::Error {
 }
 
 fn order_from_row(row: &AnyRow) -> Result<StoredOrder, sqlx::Error> {
+    Ok(StoredOrder {
+        receipt: receipt_from_row(row)?,
+        pass: row.try_get("queue_pass")?,
+    })
+}
+
+/// The 201 body of the order in `row`: its status is decided by whether it
+/// was created with a deadline, never by what happened to it since.
+fn receipt_from_row(row: &AnyRow) -> Result<Receipt, sqlx::Error> {
     let qty: i64 = row.try_get("qty")?;
     let unit_price_cents: i64 = row.try_get("unit_price_cents")?;
     let key: String = row.try_get("idempotency_key")?;
-    Ok(StoredOrder {
-        receipt: Receipt {
-            order_id: row.try_get("id")?,
-            item_id: ItemId::new(row.try_get("item_id")?).map_err(decode)?,
-            qty: Quantity::new(qty).map_err(decode)?,
-            unit_price_cents,
-            total_cents: unit_price_cents * qty,
-            idempotency_key: IdempotencyKey::parse(&key).map_err(decode)?,
-            status: OrderStatus::Confirmed,
-            created_at_ms: row.try_get("created_at")?,
+    let pay_by_ms: Option<i64> = row.try_get("pay_by_ms")?;
+    Ok(Receipt {
+        order_id: row.try_get("id")?,
+        item_id: ItemId::new(row.try_get("item_id")?).map_err(decode)?,
+        qty: Quantity::new(qty).map_err(decode)?,
+        unit_price_cents,
+        total_cents: unit_price_cents * qty,
+        idempotency_key: IdempotencyKey::parse(&key).map_err(decode)?,
+        status: if pay_by_ms.is_some() {
+            OrderStatus::AwaitingPayment
+        } else {
+            OrderStatus::Confirmed
         },
-        pass: row.try_get("queue_pass")?,
+        pay_by_ms,
+        created_at_ms: row.try_get("created_at")?,
     })
+}
+
+fn view_from_row(row: &AnyRow) -> Result<OrderView, sqlx::Error> {
+    let qty: i64 = row.try_get("qty")?;
+    let unit_price_cents: i64 = row.try_get("unit_price_cents")?;
+    let status: String = row.try_get("status")?;
+    Ok(OrderView {
+        order_id: row.try_get("id")?,
+        item_id: ItemId::new(row.try_get("item_id")?).map_err(decode)?,
+        item_title: row.try_get("title")?,
+        qty: Quantity::new(qty).map_err(decode)?,
+        unit_price_cents,
+        total_cents: unit_price_cents * qty,
+        status: OrderStatus::parse(&status).ok_or_else(|| {
+            sqlx::Error::Decode(format!("unknown order status {status:?}").into())
+        })?,
+        created_at_ms: row.try_get("created_at")?,
+        pay_by_ms: row.try_get("pay_by_ms")?,
+        paid_at_ms: row.try_get("paid_at_ms")?,
+        expired_at_ms: row.try_get("expired_at_ms")?,
+    })
+}
+
+/// One order of this buyer as it stands now; `None` for an unknown order and
+/// for another buyer's.
+///
+/// # Errors
+/// Database failures.
+pub async fn view_of_buyer(
+    db: &Database,
+    buyer: &BuyerId,
+    order_id: &str,
+) -> Result<Option<OrderView>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {VIEW_COLUMNS} FROM orders o JOIN inventory i ON i.id = o.item_id \
+         WHERE o.id = ? AND o.buyer = ?"
+    );
+    sqlx::query(&db.sql(&sql))
+        .bind(order_id)
+        .bind(buyer.as_str())
+        .fetch_optional(db.pool())
+        .await?
+        .as_ref()
+        .map(view_from_row)
+        .transpose()
+}
+
+/// This buyer's orders as they stand now, newest first (at most `limit`).
+///
+/// # Errors
+/// Database failures.
+pub async fn of_buyer_now(
+    db: &Database,
+    buyer: &BuyerId,
+    limit: u32,
+) -> Result<Vec<OrderView>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {VIEW_COLUMNS} FROM orders o JOIN inventory i ON i.id = o.item_id \
+         WHERE o.buyer = ? ORDER BY o.created_at DESC, o.id DESC LIMIT {limit}"
+    );
+    sqlx::query(&db.sql(&sql))
+        .bind(buyer.as_str())
+        .fetch_all(db.pool())
+        .await?
+        .iter()
+        .map(view_from_row)
+        .collect()
 }
 
 /// The order this buyer placed with this key, if any.

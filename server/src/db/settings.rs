@@ -1,10 +1,14 @@
 //! Settings that every instance sharing the database must agree on, kept in
-//! the database itself (`server_settings`).
+//! the database itself (`server_settings`): generated secrets.
 
 use super::{Database, Dialect};
 
 /// The secret that signs buyer cookies when `COOKIE_SECRET` is not set.
 pub const COOKIE_SECRET: &str = "cookie_secret";
+
+/// The secret the demo payment provider signs webhooks with when
+/// `PAYMENT_WEBHOOK_SECRET` is not set.
+pub const PAYMENT_WEBHOOK_SECRET: &str = "payment_webhook_secret";
 
 /// The secret kept under `name`: the first instance to ask generates it
 /// (32 random bytes, hex), every later one reads the same.

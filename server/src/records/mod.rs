@@ -388,6 +388,7 @@ mod tests {
             total_cents: 100,
             idempotency_key: IdempotencyKey::parse("k1").expect("key"),
             status: OrderStatus::Confirmed,
+            pay_by_ms: None,
             created_at_ms: 1,
         };
         let stored = StoredResponse::of(&Ok(receipt.clone()))

@@ -373,6 +373,32 @@ impl ReservationStore for InProcessStore {
         }
     }
 
+    async fn return_units(
+        &self,
+        item: ItemId,
+        qty: i64,
+        version_after: i64,
+        buyer: &BuyerId,
+    ) -> Result<bool, StoreError> {
+        let mut items = self.lock();
+        let Some(state) = items.get_mut(&item) else {
+            return Ok(false);
+        };
+        if let Some(count) = state.buyers.get_mut(buyer) {
+            *count -= qty;
+            if *count <= 0 {
+                state.buyers.remove(buyer);
+            }
+        }
+        match state.stock.as_mut() {
+            Some(stock) if state.loaded_version < version_after => {
+                *stock += qty;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn reconcile(&self, item: ItemId, seed: CounterSeed) -> Result<Reconciled, StoreError> {
         let mut items = self.lock();
         let Some(state) = items.get_mut(&item) else {

@@ -4,7 +4,9 @@
 //! to buy. `reserve` checks and takes units atomically and records a hold
 //! with a [`HoldDeadline`]; `confirm` ends the hold once the order committed;
 //! `release` gives it back when the order failed, at most once; `reap` gives
-//! back holds whose deadline passed. A counter that is not loaded is reported
+//! back holds whose deadline passed; `restock` and `return_units` follow
+//! stock changes the database committed (an admin restock, an unpaid order's
+//! units coming back; see [`crate::stock`]). A counter that is not loaded is reported
 //! as such ([`Reserved::NotLoaded`]), never read as zero or as plenty: the
 //! caller loads it from the database, which stays the source of truth.
 //!
@@ -273,6 +275,22 @@ pub trait ReservationStore: WaitingRoom {
         item: ItemId,
         delta: i64,
         version_after: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives back `qty` units of an order of `buyer` that the database
+    /// already returned to stock at row version `version_after` (an unpaid
+    /// order expired): the counter as [`ReservationStore::restock`] changes
+    /// it (only when loaded before that version), and the buyer's count
+    /// toward the per-buyer limit, always. True when the counter changed.
+    ///
+    /// # Errors
+    /// As for `reserve`.
+    async fn return_units(
+        &self,
+        item: ItemId,
+        qty: i64,
+        version_after: i64,
+        buyer: &BuyerId,
     ) -> Result<bool, StoreError>;
 
     /// Compares the counter with the database's stock and repairs it, only

@@ -33,8 +33,7 @@ use super::{
     ReservationStore, Reserved, StoreError,
 };
 use crate::redis_conn::RedisConn;
-use app::domain::BuyerId;
-use app::domain::ItemId;
+use app::domain::{BuyerId, ItemId};
 use redis::{AsyncCommands, RedisError, Script};
 use std::sync::LazyLock;
 
@@ -45,6 +44,7 @@ struct Scripts {
     reap: Script,
     load: Script,
     restock: Script,
+    return_units: Script,
     reconcile: Script,
     terms: Script,
     queue_join: Script,
@@ -60,6 +60,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     reap: Script::new(include_str!("../../../lua/reap.lua")),
     load: Script::new(include_str!("../../../lua/load.lua")),
     restock: Script::new(include_str!("../../../lua/restock.lua")),
+    return_units: Script::new(include_str!("../../../lua/return_units.lua")),
     reconcile: Script::new(include_str!("../../../lua/reconcile.lua")),
     terms: Script::new(include_str!("../../../lua/terms.lua")),
     queue_join: Script::new(include_str!("../../../lua/queue_join.lua")),
@@ -368,6 +369,30 @@ impl ReservationStore for RedisStore {
             .key(&k.meta)
             .arg(delta)
             .arg(version_after)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(store_error)?;
+        Ok(applied == 1)
+    }
+
+    /// Runs `lua/return_units.lua` (KEYS stock, meta, buyers; ARGV qty,
+    /// version, buyer).
+    async fn return_units(
+        &self,
+        item: ItemId,
+        qty: i64,
+        version_after: i64,
+        buyer: &BuyerId,
+    ) -> Result<bool, StoreError> {
+        let k = self.keys(item);
+        let (applied, _counter): (i64, i64) = SCRIPTS
+            .return_units
+            .key(&k.stock)
+            .key(&k.meta)
+            .key(&k.buyers)
+            .arg(qty)
+            .arg(version_after)
+            .arg(buyer.as_str())
             .invoke_async(&mut self.conn())
             .await
             .map_err(store_error)?;

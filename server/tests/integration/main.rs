@@ -11,6 +11,7 @@ mod harness;
 mod ledger;
 mod monitoring;
 mod observability;
+mod payments;
 mod pipeline;
 mod records_contract;
 mod reservation_contract;

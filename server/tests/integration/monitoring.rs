@@ -87,6 +87,7 @@ async fn the_dashboard_and_rules_name_only_metrics_the_server_exports() {
         "Browser intercept",
         "Three-layer A/B",
         "Hottest items",
+        "Payment deadline",
     ] {
         assert!(
             dashboard.contains(panel),

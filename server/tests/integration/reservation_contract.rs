@@ -377,6 +377,55 @@ async fn a_restock_applies_once_to_counters_loaded_before_it(store: &dyn Reserva
     assert_eq!(store.counter(item(11)).await.ok(), Some(Some(4)));
 }
 
+async fn returned_units_follow_the_database_once_and_free_the_buyer(store: &dyn ReservationStore) {
+    let limited = |stock: i64, version: i64| CounterSeed {
+        stock,
+        version,
+        max_per_buyer: Some(1),
+        terms: Default::default(),
+    };
+    store
+        .load(item(18), limited(1, 3), &[])
+        .await
+        .expect("load");
+    let bought = hold(1, "bought", 1);
+    assert_eq!(
+        store.reserve(item(18), &bought).await.ok(),
+        Some(Reserved::Held { remaining: 0 })
+    );
+    store
+        .confirm(item(18), &bought.token)
+        .await
+        .expect("confirm");
+    // The order expired: the database put its unit back at version 4.
+    assert_eq!(
+        store.return_units(item(18), 1, 4, &buyer(1)).await.ok(),
+        Some(true)
+    );
+    assert_eq!(store.counter(item(18)).await.ok(), Some(Some(1)));
+    assert_eq!(
+        store.reserve(item(18), &hold(1, "after", 1)).await.ok(),
+        Some(Reserved::Held { remaining: 0 }),
+        "the buyer's expired unit no longer counts toward the limit"
+    );
+
+    // A counter loaded after the return already has the unit.
+    store
+        .load(item(19), limited(1, 5), &[])
+        .await
+        .expect("load");
+    assert_eq!(
+        store.return_units(item(19), 1, 5, &buyer(2)).await.ok(),
+        Some(false)
+    );
+    assert_eq!(store.counter(item(19)).await.ok(), Some(Some(1)));
+    assert_eq!(
+        store.return_units(item(20), 2, 1, &buyer(1)).await.ok(),
+        Some(false),
+        "no counter: the next load reads the database"
+    );
+}
+
 async fn the_reaper_worklist_holds_exactly_the_items_with_holds(store: &dyn ReservationStore) {
     store.load(item(12), seed(5), &[]).await.expect("load");
     store.load(item(13), seed(5), &[]).await.expect("load");
@@ -806,6 +855,7 @@ macro_rules! every_case {
             loading_sets_only_an_absent_counter_minus_surviving_holds,
             a_load_ends_holds_whose_orders_committed,
             a_restock_applies_once_to_counters_loaded_before_it,
+            returned_units_follow_the_database_once_and_free_the_buyer,
             the_reaper_worklist_holds_exactly_the_items_with_holds,
             two_reapers_at_once_give_each_hold_back_once,
             concurrent_reserves_never_take_more_than_the_counter,

@@ -17,7 +17,10 @@
 //! The sale window is checked again with the database's clock, and an item
 //! with a waiting room is sold only to orders that went through the
 //! reservation store (which checked their pass): while the breaker keeps
-//! Redis out, such orders hear "try again".
+//! Redis out, such orders hear "try again". Every order created here enters
+//! its first status (`confirmed`, or `awaiting_payment` with a payment
+//! window); an order that takes units an expiry returned stops their
+//! [`ResaleClock`].
 //!
 //! An order about to commit around Redis (the breaker is open, or the
 //! attempt asked for strategy B) first takes the records generation's
@@ -29,7 +32,8 @@ pub mod versioned;
 
 use super::strategy::Strategy;
 use super::{Attempt, Route};
-use crate::metrics::Metrics;
+use crate::metrics::{self as m, Metrics};
+use crate::payments::resale::ResaleClock;
 use crate::records::generation::RecordsGeneration;
 use app::domain::{BuyerId, IdempotencyKey};
 use app::model::{OrderRequest, Receipt};
@@ -103,6 +107,8 @@ pub struct LedgerStage {
     writer: Arc<dyn LedgerWrite>,
     generation: Option<Arc<RecordsGeneration>>,
     metrics: Arc<Metrics>,
+    /// Present when orders have a payment deadline.
+    resale: Option<Arc<ResaleClock>>,
 }
 
 impl LedgerStage {
@@ -117,7 +123,15 @@ impl LedgerStage {
             writer,
             generation,
             metrics,
+            resale: None,
         }
+    }
+
+    /// Orders created here stop the clock of units an expiry returned.
+    #[must_use]
+    pub fn with_resale_clock(mut self, resale: Option<Arc<ResaleClock>>) -> Self {
+        self.resale = resale;
+        self
     }
 
     /// # Errors
@@ -150,6 +164,14 @@ impl LedgerStage {
         .await;
         self.metrics
             .stage_took("ledger", route.strategy.label(), started.elapsed());
+        if let Ok(Written::Created(receipt)) = &written {
+            self.metrics
+                .counter(m::ORDER_TRANSITIONS, &[("to", receipt.status.as_str())])
+                .increment(1);
+            if let Some(resale) = &self.resale {
+                resale.sold(receipt.item_id, i64::from(receipt.qty.get()));
+            }
+        }
         written
     }
 }

@@ -18,6 +18,11 @@
 //! The read happens before the transaction so that the transaction's first
 //! statement is the write: SQLite then queues writers on its busy timeout
 //! instead of failing a read-to-write lock upgrade.
+//!
+//! With a payment window ([`Ledger::with_payment_window`]) every order is
+//! inserted `awaiting_payment` with its deadline (`pay_by_ms`); the
+//! per-buyer limit then counts only orders that still hold their units
+//! (an expired order gave them back, see [`crate::payments`]).
 
 use super::{LedgerOrder, LedgerRefusal, LedgerWrite, Written};
 use crate::db::{Database, Dialect, is_unique_violation, now_ms, orders};
@@ -59,6 +64,8 @@ pub struct Ledger {
     db: Database,
     backoff: Backoff,
     metrics: Arc<Metrics>,
+    /// How long a buyer has to pay; `None`: orders are final at once.
+    payment_window: Option<Duration>,
 }
 
 struct InventoryRow {
@@ -124,6 +131,9 @@ const UPDATE: &str = "UPDATE inventory SET stock = stock - ?, version = version 
      AND (sale_starts_at_ms IS NULL OR sale_starts_at_ms <= {now}) \
      AND (sale_ends_at_ms IS NULL OR sale_ends_at_ms > {now})";
 
+const INSERT: &str = "INSERT INTO orders \
+     (id, buyer, idempotency_key, item_id, qty, unit_price_cents, status, pay_by_ms, created_at, queue_pass)";
+
 impl Ledger {
     fn update_sql(&self) -> String {
         self.db
@@ -136,6 +146,36 @@ impl Ledger {
             db,
             backoff,
             metrics,
+            payment_window: None,
+        }
+    }
+
+    /// Orders are created `awaiting_payment`, due within `window`.
+    #[must_use]
+    pub fn with_payment_window(mut self, window: Option<Duration>) -> Self {
+        self.payment_window = window;
+        self
+    }
+
+    /// The receipt of a new order committed `now`.
+    fn receipt(&self, order: &LedgerOrder, price_cents: i64, now: i64) -> Receipt {
+        let pay_by_ms = self
+            .payment_window
+            .map(|window| now + i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2));
+        Receipt {
+            order_id: uuid::Uuid::now_v7().to_string(),
+            item_id: order.request.item_id,
+            qty: order.request.qty,
+            unit_price_cents: price_cents,
+            total_cents: price_cents * i64::from(order.request.qty.get()),
+            idempotency_key: order.key.clone(),
+            status: if pay_by_ms.is_some() {
+                OrderStatus::AwaitingPayment
+            } else {
+                OrderStatus::Confirmed
+            },
+            pay_by_ms,
+            created_at_ms: now,
         }
     }
 
@@ -356,13 +396,10 @@ impl Ledger {
             .iter()
             .zip(admitted)
             .filter(|(_, a)| **a)
-            .map(|(order, _)| (receipt(order, row.price_cents, now), order))
+            .map(|(order, _)| (self.receipt(order, row.price_cents, now), order))
             .collect();
-        let values = vec!["(?, ?, ?, ?, ?, ?, 'confirmed', ?, ?)"; receipts.len()].join(", ");
-        let insert = format!(
-            "INSERT INTO orders (id, buyer, idempotency_key, item_id, qty, unit_price_cents, status, created_at, queue_pass) \
-             VALUES {values}"
-        );
+        let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; receipts.len()].join(", ");
+        let insert = format!("{INSERT} VALUES {values}");
         let insert = self.db.sql(&insert);
         let mut query = sqlx::query(&insert);
         for (receipt, order) in &receipts {
@@ -373,6 +410,8 @@ impl Ledger {
                 .bind(item.get())
                 .bind(i64::from(order.request.qty.get()))
                 .bind(row.price_cents)
+                .bind(receipt.status.as_str())
+                .bind(receipt.pay_by_ms)
                 .bind(now)
                 .bind(order.pass.clone());
         }
@@ -471,9 +510,11 @@ impl Ledger {
 
         if let Some(limit) = row.max_per_buyer {
             // Runs after our UPDATE won the row, so every order of this item
-            // committed before ours is visible here.
+            // committed before ours is visible here. Expired orders gave
+            // their units back and no longer count.
             let sum = format!(
-                "SELECT CAST(COALESCE(SUM(qty), 0) AS {}) AS bought FROM orders WHERE item_id = ? AND buyer = ?",
+                "SELECT CAST(COALESCE(SUM(qty), 0) AS {}) AS bought FROM orders \
+                 WHERE item_id = ? AND buyer = ? AND status NOT IN ('expired', 'refund_due')",
                 self.db.dialect().bigint()
             );
             let already: i64 = sqlx::query(&self.db.sql(&sum))
@@ -491,11 +532,11 @@ impl Ledger {
             }
         }
 
-        let receipt = receipt(order, row.price_cents, now_ms());
-        let insert = self.db.sql(
-            "INSERT INTO orders (id, buyer, idempotency_key, item_id, qty, unit_price_cents, status, created_at, queue_pass) \
-             VALUES (?, ?, ?, ?, ?, ?, 'confirmed', ?, ?)",
-        );
+        let receipt = self.receipt(order, row.price_cents, now_ms());
+        let insert = self
+            .db
+            .sql(&format!("{INSERT} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+            .into_owned();
         let inserted = sqlx::query(&insert)
             .bind(receipt.order_id.as_str())
             .bind(buyer.as_str())
@@ -503,6 +544,8 @@ impl Ledger {
             .bind(request.item_id.get())
             .bind(qty)
             .bind(row.price_cents)
+            .bind(receipt.status.as_str())
+            .bind(receipt.pay_by_ms)
             .bind(receipt.created_at_ms)
             .bind(order.pass.clone())
             .execute(&mut *tx)
@@ -660,19 +703,6 @@ impl Ledger {
 impl LedgerWrite for Ledger {
     async fn write(&self, order: LedgerOrder) -> Result<Written, LedgerRefusal> {
         self.write_alone(&order).await
-    }
-}
-
-fn receipt(order: &LedgerOrder, price_cents: i64, now: i64) -> Receipt {
-    Receipt {
-        order_id: uuid::Uuid::now_v7().to_string(),
-        item_id: order.request.item_id,
-        qty: order.request.qty,
-        unit_price_cents: price_cents,
-        total_cents: price_cents * i64::from(order.request.qty.get()),
-        idempotency_key: order.key.clone(),
-        status: OrderStatus::Confirmed,
-        created_at_ms: now,
     }
 }
 

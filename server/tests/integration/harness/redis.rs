@@ -128,10 +128,15 @@ impl PrivateRedis {
         self.port
     }
 
+    /// FLUSHALL, waiting as long as a busy server needs: in the middle of a
+    /// burst on a loaded machine it can take longer than the client's
+    /// default 500 ms response timeout.
     pub async fn flushall(&self) {
+        let patient =
+            redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
         let mut conn = self
             .client()
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&patient)
             .await
             .expect("connect");
         redis::cmd("FLUSHALL")
