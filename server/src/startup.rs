@@ -378,12 +378,17 @@ pub async fn wire_pipeline(
         background.push(spawn_breaker_probe(guard.clone(), config.breaker.cooldown));
     }
     let waiting_rooms = reservation.as_ref().map(|r| {
-        Arc::new(WaitingRooms::new(
+        let rooms = WaitingRooms::new(
             db.clone(),
             r.store.clone(),
             r.loader.clone(),
             metrics.clone(),
-        ))
+        );
+        Arc::new(if config.payments.window.is_some() {
+            rooms.with_payment_deadline()
+        } else {
+            rooms
+        })
     });
     if let Some(rooms) = &waiting_rooms {
         background.push(

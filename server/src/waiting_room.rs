@@ -15,13 +15,15 @@
 //! keeps admission within the units really available, whatever the number
 //! of instances. Each read of a buyer's place is one step in the store, and
 //! says `sold_out` as soon as nothing is left and no hold could give a unit
-//! back.
+//! back; with a payment deadline, also no unpaid order (the database counts
+//! those, at most once a second per item, and only when the store would
+//! say `sold_out`).
 //!
 //! The draw trusts the server with one thing: it issues the tickets. The
 //! commitment proves the seed was not picked after the tickets were known.
 
 use crate::background::BackgroundTask;
-use crate::db::{Database, items, queue};
+use crate::db::{Database, items, orders, queue};
 use crate::metrics::{self as m, Metrics};
 use crate::reservation::ReservationStore;
 use crate::reservation::StoreError;
@@ -32,14 +34,18 @@ use crate::reservation::queue::{
 use app::domain::{BuyerId, ItemId};
 use app::model::{Fairness, Item, QueueState, QueueStatus};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Passes offered to the store per item per admission round (the store
 /// uses as many as its rate and stock allow): enough for 2,500 admissions a
 /// second at the default interval.
 const CANDIDATES_PER_ROUND: usize = 256;
+
+/// How long a count of an item's unpaid units is trusted.
+const UNPAID_UNITS_FRESH_FOR: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -61,6 +67,10 @@ pub struct WaitingRooms {
     store: Arc<dyn ReservationStore>,
     loader: Arc<CounterLoader>,
     metrics: Arc<Metrics>,
+    /// Orders await payment: a sold-out line may get units back.
+    payment_deadline: bool,
+    /// Per item: when its unpaid units were counted, and how many.
+    unpaid_units: Mutex<HashMap<ItemId, (Instant, i64)>>,
 }
 
 /// The lowercase hex SHA-256 of a string.
@@ -105,7 +115,40 @@ impl WaitingRooms {
             store,
             loader,
             metrics,
+            payment_deadline: false,
+            unpaid_units: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Orders of this shop await payment, and units of unpaid ones come
+    /// back: the line is not told `sold_out` while any are unpaid.
+    pub fn with_payment_deadline(mut self) -> Self {
+        self.payment_deadline = true;
+        self
+    }
+
+    /// Whether units of the item may still come back from unpaid orders.
+    async fn units_may_come_back(&self, item: ItemId) -> Result<bool, QueueError> {
+        if !self.payment_deadline {
+            return Ok(false);
+        }
+        let cached = self
+            .unpaid_units
+            .lock()
+            .ok()
+            .and_then(|counts| counts.get(&item).copied())
+            .filter(|(at, _)| at.elapsed() < UNPAID_UNITS_FRESH_FOR);
+        let units = match cached {
+            Some((_, units)) => units,
+            None => {
+                let units = orders::units_awaiting_payment(&self.db, item).await?;
+                if let Ok(mut counts) = self.unpaid_units.lock() {
+                    counts.insert(item, (Instant::now(), units));
+                }
+                units
+            }
+        };
+        Ok(units > 0)
     }
 
     /// Puts the buyer in the item's line (once) and says where they stand.
@@ -146,7 +189,12 @@ impl WaitingRooms {
         }
         for _ in 0..3 {
             match self.store.queue_view(item.id, buyer).await? {
-                QueueRead::Joined(view) => return Ok(status_of(&view)),
+                QueueRead::Joined(mut view) => {
+                    if view.sold_out && self.units_may_come_back(item.id).await? {
+                        view.sold_out = false;
+                    }
+                    return Ok(status_of(&view));
+                }
                 QueueRead::NotJoined => return Err(QueueError::NotInQueue),
                 QueueRead::LineNotLoaded => {
                     let seed = items::fairness_seed(&self.db, item.id).await?;

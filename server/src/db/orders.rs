@@ -226,3 +226,21 @@ pub async fn which_exist(
     }
     Ok(found)
 }
+
+/// Units of an item held by orders still awaiting payment: units that may
+/// yet come back.
+///
+/// # Errors
+/// Database failures.
+pub async fn units_awaiting_payment(db: &Database, item: ItemId) -> Result<i64, sqlx::Error> {
+    let sql = format!(
+        "SELECT CAST(COALESCE(SUM(qty), 0) AS {}) AS units FROM orders \
+         WHERE item_id = ? AND status = 'awaiting_payment'",
+        db.dialect().bigint()
+    );
+    sqlx::query(&db.sql(&sql))
+        .bind(item.get())
+        .fetch_one(db.pool())
+        .await?
+        .try_get("units")
+}

@@ -724,3 +724,64 @@ async fn the_demo_checkout_pays_through_the_signed_webhook() {
         "the kept secret signs webhooks for every instance: {outside:?}"
     );
 }
+
+/// A drop with a waiting room and a payment deadline: the unit of an order
+/// left unpaid goes back on sale through the counter the waiting room
+/// admits against, so the next buyer in line is let in and buys it, and
+/// the line hears `sold_out` only once nothing can come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unpaid_drop_unit_goes_to_the_next_buyer_in_line() {
+    let app = spawn_app(setup(Backend::Postgres, three_second_window)).await;
+    let item = app
+        .create_drop(1, serde_json::json!({ "admission_per_second": 100 }))
+        .await;
+    let first = app.buyer().await;
+    let next = app.buyer().await;
+    let last = app.buyer().await;
+    for buyer in [&first, &next, &last] {
+        assert_eq!(buyer.join(item.id).await.status, 200);
+    }
+
+    let pass_of = |status: &serde_json::Value| status["pass"].as_str().map(str::to_owned);
+
+    let mut first_pass = None;
+    for _ in 0..200 {
+        first_pass = pass_of(&first.queue(item.id).await.body);
+        if first_pass.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first_pass = first_pass.expect("the first buyer is admitted");
+    let unpaid = first
+        .order_with_pass(item.id, 1, "never-pays", &first_pass)
+        .await;
+    assert_eq!(unpaid.status, 201, "{unpaid:?}");
+    assert_eq!(unpaid.body["status"], "awaiting_payment");
+    let waiting = next.queue(item.id).await.body;
+    assert_eq!(
+        waiting["state"], "waiting",
+        "the unit is taken but may come back: {waiting}"
+    );
+
+    // The deadline passes; the reaper puts the unit back; the next buyer is
+    // let in and buys it.
+    let mut next_pass = None;
+    for _ in 0..200 {
+        next_pass = pass_of(&next.queue(item.id).await.body);
+        if next_pass.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let next_pass = next_pass.expect("the next buyer is admitted after the expiry");
+    let resold = next.order_with_pass(item.id, 1, "pays", &next_pass).await;
+    assert_eq!(resold.status, 201, "{resold:?}");
+    let expired = order_now(
+        &first,
+        &app.base,
+        unpaid.body["order_id"].as_str().expect("id"),
+    )
+    .await;
+    assert_eq!(expired.body["status"], "expired", "{expired:?}");
+}
