@@ -1,12 +1,14 @@
-// Starts the server binary built by `cargo leptos build` on free ports (it
-// binds 127.0.0.1:0 and prints its URL), each with a throwaway SQLite
-// database, and stops them after the suite:
+// Starts the release server built by `scripts/build-release` (the build that
+// ships: content-hashed, precompressed assets) on free ports (it binds
+// 127.0.0.1:0 and prints its URL), each with a throwaway SQLite database, and
+// stops them after the suite:
 //
 // - BASE_URL: orders are final at once (no payment window), as by default;
 // - PAY_BASE_URL: a two-minute payment window and the demo provider;
 // - EXPIRY_BASE_URL: a three-second window, for watching orders expire.
 //
-// Tests read those and ADMIN_TOKEN.
+// Tests read those and ADMIN_TOKEN. SERVER_BIN points it at another binary
+// (e.g. a debug build's).
 import { ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -72,9 +74,9 @@ async function stopServer(server: Server) {
 export default async function globalSetup(): Promise<() => Promise<void>> {
   const root = resolve(__dirname, '..');
   const targetDir = process.env.CARGO_TARGET_DIR ?? join(root, 'target');
-  const binary = process.env.SERVER_BIN ?? join(targetDir, 'debug', 'server');
+  const binary = process.env.SERVER_BIN ?? join(targetDir, 'release', 'server');
   if (!existsSync(binary)) {
-    throw new Error(`server binary not found at ${binary}: run \`cargo leptos build\` first`);
+    throw new Error(`server binary not found at ${binary}: run \`scripts/build-release\` first`);
   }
   const configs: Array<Record<string, string>> = [
     {},

@@ -6,7 +6,9 @@
 //! JSON API call one and the same pipeline.
 
 use crate::domain::{BuyerId, IdempotencyKey, ItemId};
-use crate::model::{Item, KeyOutcome, MyOrders, OrderError, OrderRequest, OrderView, Receipt};
+use crate::model::{
+    Item, KeyOutcome, MyOrders, OrderError, OrderRequest, OrderView, QueueStatus, Receipt,
+};
 use std::sync::Arc;
 
 /// The answer to one order attempt.
@@ -72,6 +74,26 @@ pub trait Checkout: Send + Sync + 'static {
     /// # Errors
     /// `not_found` for an unknown order or another buyer's; `unavailable`.
     async fn my_order(&self, buyer: &BuyerId, order_id: &str) -> Result<OrderView, OrderError>;
+
+    /// Puts the buyer in the item's waiting room (once: joining again keeps
+    /// the place) and says where they stand.
+    ///
+    /// # Errors
+    /// `not_found` when the item has no waiting room; `unknown_item`;
+    /// `unavailable`.
+    async fn join_queue(&self, buyer: &BuyerId, item: ItemId) -> Result<QueueStatus, OrderError>;
+
+    /// Where the buyer stands in the item's waiting room; `None` when they
+    /// never joined it.
+    ///
+    /// # Errors
+    /// `not_found` when the item has no waiting room; `unknown_item`;
+    /// `unavailable`.
+    async fn queue_status(
+        &self,
+        buyer: &BuyerId,
+        item: ItemId,
+    ) -> Result<Option<QueueStatus>, OrderError>;
 
     /// Whether this server's demo checkout (`/pay/{order_id}`) takes payments.
     fn demo_checkout(&self) -> bool;

@@ -76,8 +76,11 @@ pub enum Phase {
     },
 }
 
-/// What the page mirrors into `history.state`, and restores from.
+/// What the page mirrors into `history.state`, and restores from: one flat
+/// object, `{"token", "qty", "phase", ...the phase's fields, "retry_queued"}`,
+/// read back through [`SnapshotWire`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "SnapshotWire")]
 pub struct Snapshot {
     pub token: String,
     pub qty: u32,
@@ -86,6 +89,59 @@ pub struct Snapshot {
     /// An automatic retry was waiting when the snapshot was taken.
     #[serde(default)]
     pub retry_queued: bool,
+}
+
+/// A [`Snapshot`] as read: the same object as one flat struct. Reading the
+/// flattened, tagged phase directly would make serde buffer the object
+/// first, machinery the shopper's wasm need not carry.
+#[derive(Deserialize)]
+struct SnapshotWire {
+    token: String,
+    qty: u32,
+    phase: PhaseTag,
+    kind: Option<PendingKind>,
+    receipt: Option<Receipt>,
+    error: Option<OrderError>,
+    certainty: Option<Certainty>,
+    #[serde(default)]
+    retry_queued: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum PhaseTag {
+    Idle,
+    Pending,
+    Success,
+    Error,
+}
+
+impl TryFrom<SnapshotWire> for Snapshot {
+    type Error = &'static str;
+
+    fn try_from(wire: SnapshotWire) -> Result<Self, Self::Error> {
+        let phase = match (
+            wire.phase,
+            wire.kind,
+            wire.receipt,
+            wire.error,
+            wire.certainty,
+        ) {
+            (PhaseTag::Idle, ..) => Phase::Idle,
+            (PhaseTag::Pending, Some(kind), ..) => Phase::Pending { kind },
+            (PhaseTag::Success, _, Some(receipt), ..) => Phase::Success { receipt },
+            (PhaseTag::Error, _, _, Some(error), Some(certainty)) => {
+                Phase::Error { error, certainty }
+            }
+            _ => return Err("the snapshot's phase lacks its fields"),
+        };
+        Ok(Self {
+            token: wire.token,
+            qty: wire.qty,
+            phase,
+            retry_queued: wire.retry_queued,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +192,16 @@ pub struct Intercepts {
 impl Intercepts {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// The body of `POST /api/guard-events`: `{"swallowed_taps",
+    /// "restore_lookups", "hidden_blocks"}`. Written by hand: three integers
+    /// do not need a JSON value tree in the shopper's wasm.
+    pub fn to_json(&self) -> String {
+        format!(
+            r#"{{"swallowed_taps":{},"restore_lookups":{},"hidden_blocks":{}}}"#,
+            self.swallowed_taps, self.restore_lookups, self.hidden_blocks
+        )
     }
 }
 
@@ -802,6 +868,64 @@ mod tests {
         let json = serde_json::to_string(&m.snapshot()).expect("serializes");
         let back: Snapshot = serde_json::from_str(&json).expect("parses");
         assert_eq!(back, m.snapshot());
+    }
+
+    #[test]
+    fn every_phase_reads_back_from_its_flat_object() {
+        let phases = [
+            Phase::Idle,
+            Phase::Pending {
+                kind: PendingKind::Checking,
+            },
+            Phase::Success { receipt: receipt() },
+            Phase::Error {
+                error: OrderError::new(ErrorCode::StockConflict, "again"),
+                certainty: Certainty::Retryable,
+            },
+        ];
+        for phase in phases {
+            let snapshot = Snapshot {
+                token: "t-1".into(),
+                qty: 2,
+                phase,
+                retry_queued: true,
+            };
+            let json = serde_json::to_value(&snapshot).expect("serializes");
+            assert!(
+                json.get("phase").is_some_and(serde_json::Value::is_string),
+                "{json}"
+            );
+            let back: Snapshot = serde_json::from_value(json.clone()).expect("parses");
+            assert_eq!(back, snapshot, "{json}");
+        }
+        let without_retry: Snapshot =
+            serde_json::from_str(r#"{"token":"t","qty":1,"phase":"idle"}"#).expect("parses");
+        assert!(!without_retry.retry_queued);
+        for bad in [
+            r#"{"token":"t","qty":1,"phase":"pending"}"#,
+            r#"{"token":"t","qty":1,"phase":"error","error":{"code":"sold_out","message":"x","retryable":false}}"#,
+            r#"{"token":"t","qty":1,"phase":"gone"}"#,
+        ] {
+            assert!(serde_json::from_str::<Snapshot>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn intercepts_are_reported_in_the_api_shape() {
+        let counts = Intercepts {
+            swallowed_taps: 11,
+            restore_lookups: 0,
+            hidden_blocks: 4_294_967_295,
+        };
+        let json: serde_json::Value = serde_json::from_str(&counts.to_json()).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "swallowed_taps": 11,
+                "restore_lookups": 0,
+                "hidden_blocks": 4_294_967_295_u32,
+            })
+        );
     }
 
     #[test]

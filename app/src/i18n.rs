@@ -126,6 +126,16 @@ pub struct Strings {
     pub paid_late: &'static str,
     pub units_returned: &'static str,
     pub resale_p50: &'static str,
+    pub not_on_sale_yet: &'static str,
+    pub sale_ended: &'static str,
+    pub join_line: &'static str,
+    pub line_before_draw: &'static str,
+    pub line_admitted: &'static str,
+    pub line_sold_out: &'static str,
+    pub line_paused: &'static str,
+    pub fairness_rule: &'static str,
+    pub fairness_link: &'static str,
+    pub refreshes_itself: &'static str,
 }
 
 impl Strings {
@@ -163,6 +173,52 @@ impl Strings {
         }
     }
 
+    /// A span of time to the second, "1 h 02 min 05 s" (hours only when
+    /// there are any).
+    fn span(&self, ms: i64) -> String {
+        let seconds = (ms.max(0) + 999) / 1000;
+        let (hours, minutes, seconds) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+        match (hours, self.is_zh()) {
+            (0, false) => format!("{minutes} min {seconds:02} s"),
+            (0, true) => format!("{minutes} 分 {seconds:02} 秒"),
+            (_, false) => format!("{hours} h {minutes:02} min {seconds:02} s"),
+            (_, true) => format!("{hours} 小时 {minutes:02} 分 {seconds:02} 秒"),
+        }
+    }
+
+    /// The countdown to the sale's start.
+    pub fn opens_in(&self, ms: i64) -> String {
+        if self.is_zh() {
+            format!("距开售还有 {}", self.span(ms))
+        } else {
+            format!("Sale opens in {}", self.span(ms))
+        }
+    }
+
+    /// Where a waiting buyer stands, and roughly how long until their turn.
+    pub fn line_position(&self, position: u64, eta_seconds: Option<u64>) -> String {
+        let wait =
+            eta_seconds.map(|eta| self.span(i64::try_from(eta).unwrap_or(i64::MAX / 2) * 1000));
+        match (wait, self.is_zh()) {
+            (Some(wait), false) => {
+                format!("You are number {position} in line: about {wait} to wait.")
+            }
+            (Some(wait), true) => format!("您排在第 {position} 位,预计等待 {wait}。"),
+            (None, false) => format!("You are number {position} in line."),
+            (None, true) => format!("您排在第 {position} 位。"),
+        }
+    }
+
+    /// How long an admitted buyer's pass stays valid.
+    pub fn pass_valid_for(&self, ms: i64) -> String {
+        match (ms > 0, self.is_zh()) {
+            (true, false) => format!("Your pass is valid for {}.", self.span(ms)),
+            (true, true) => format!("通行证剩余有效时间 {}。", self.span(ms)),
+            (false, false) => "Your pass has run out.".to_owned(),
+            (false, true) => "通行证已过期。".to_owned(),
+        }
+    }
+
     /// The shopper-facing sentence for a refusal; never the server's raw text.
     pub fn error_message(&self, code: ErrorCode) -> &'static str {
         match (code, self.is_zh()) {
@@ -186,6 +242,20 @@ impl Strings {
             (ErrorCode::RateLimited, true) => "操作过于频繁,请稍候。",
             (ErrorCode::Unauthorized, false) => "Your session expired. Please reload the page.",
             (ErrorCode::Unauthorized, true) => "会话已过期,请刷新页面。",
+            (ErrorCode::SaleNotStarted, false) => "The sale has not opened yet.",
+            (ErrorCode::SaleNotStarted, true) => "尚未开售。",
+            (ErrorCode::SaleEnded, false) => "This sale has ended.",
+            (ErrorCode::SaleEnded, true) => "本次销售已结束。",
+            (ErrorCode::QueuePassRequired | ErrorCode::NotInQueue, false) => {
+                "This drop has a line: join it, and buy when it is your turn."
+            }
+            (ErrorCode::QueuePassRequired | ErrorCode::NotInQueue, true) => {
+                "本商品需要排队:请先排队,轮到您时再购买。"
+            }
+            (ErrorCode::QueuePassInvalid, false) => {
+                "Your pass is not valid (any more). Reload the page to see where you stand."
+            }
+            (ErrorCode::QueuePassInvalid, true) => "通行证无效或已过期,请刷新页面查看排队状态。",
             (_, false) => "The order could not be placed.",
             (_, true) => "无法下单。",
         }
@@ -252,6 +322,16 @@ static EN: Strings = Strings {
     paid_late: "Paid late (refund due)",
     units_returned: "Units returned by expiry",
     resale_p50: "Expiry to resale, median (s)",
+    not_on_sale_yet: "Not on sale yet",
+    sale_ended: "This sale has ended.",
+    join_line: "Join the line",
+    line_before_draw: "You are in the line. When the sale opens, everyone who joined before it is put in a random order; your place follows.",
+    line_admitted: "It's your turn: buy before your pass runs out.",
+    line_sold_out: "Sold out: the last unit has just been bought. Thank you for waiting.",
+    line_paused: "The line is paused for a moment; your place is kept.",
+    fairness_rule: "Everyone who joins the line before the sale opens is put in a random order, drawn from a seed whose SHA-256 fingerprint is published in advance and revealed at the start; later arrivals follow in order of arrival.",
+    fairness_link: "Check the draw",
+    refreshes_itself: "This page refreshes itself.",
 };
 
 static ZH_CN: Strings = Strings {
@@ -307,6 +387,16 @@ static ZH_CN: Strings = Strings {
     paid_late: "超时支付(待退款)",
     units_returned: "过期退回件数",
     resale_p50: "过期到再售出,中位数(秒)",
+    not_on_sale_yet: "尚未开售",
+    sale_ended: "本次销售已结束。",
+    join_line: "排队",
+    line_before_draw: "您已在队列中。开售时,开售前加入的所有人将被随机排序,届时显示您的位置。",
+    line_admitted: "轮到您了:请在通行证过期前购买。",
+    line_sold_out: "已售罄:最后一件刚刚售出,感谢您的等候。",
+    line_paused: "排队暂停片刻,您的位置保留。",
+    fairness_rule: "开售前加入队列的人按随机顺序排列,随机种子的 SHA-256 指纹提前公布、开售时揭晓;之后加入的人按到达顺序排在后面。",
+    fairness_link: "核验抽签",
+    refreshes_itself: "本页会自动刷新。",
 };
 
 #[cfg(test)]
@@ -343,6 +433,36 @@ mod tests {
         assert_eq!(Lang::ZhCn.strings().time_left(5_000), "剩余 0 分 05 秒");
         assert_eq!(Lang::En.strings().time_left(0), "Time to pay is over");
         assert_eq!(Lang::ZhCn.strings().time_left(-3), "支付时间已过");
+    }
+
+    #[test]
+    fn drop_day_sentences_read_in_both_languages() {
+        let (en, zh) = (Lang::En.strings(), Lang::ZhCn.strings());
+        assert_eq!(en.opens_in(65_000), "Sale opens in 1 min 05 s");
+        assert_eq!(en.opens_in(3_725_000), "Sale opens in 1 h 02 min 05 s");
+        assert_eq!(zh.opens_in(5_000), "距开售还有 0 分 05 秒");
+        assert_eq!(
+            en.line_position(12, Some(30)),
+            "You are number 12 in line: about 0 min 30 s to wait."
+        );
+        assert_eq!(zh.line_position(3, None), "您排在第 3 位。");
+        assert_eq!(en.pass_valid_for(0), "Your pass has run out.");
+        assert_eq!(zh.pass_valid_for(61_000), "通行证剩余有效时间 1 分 01 秒。");
+        for code in [
+            ErrorCode::SaleNotStarted,
+            ErrorCode::SaleEnded,
+            ErrorCode::QueuePassRequired,
+            ErrorCode::QueuePassInvalid,
+        ] {
+            assert_ne!(
+                en.error_message(code),
+                en.error_message(ErrorCode::Internal)
+            );
+            assert_ne!(
+                zh.error_message(code),
+                zh.error_message(ErrorCode::Internal)
+            );
+        }
     }
 
     #[test]

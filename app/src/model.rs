@@ -157,8 +157,12 @@ pub struct MyOrders {
 }
 
 /// What `GET /api/orders/by-key/{key}` knows about an earlier attempt.
+///
+/// Written as `{"state": "order", "order"}`, `{"state": "failed", "error"}`,
+/// `{"state": "in_progress"}` or `{"state": "unknown"}`, and read back from
+/// the same shape through [`KeyOutcomeWire`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
+#[serde(tag = "state", rename_all = "snake_case", try_from = "KeyOutcomeWire")]
 pub enum KeyOutcome {
     /// The attempt produced this order.
     Order { order: Receipt },
@@ -169,6 +173,41 @@ pub enum KeyOutcome {
     /// No attempt with this key is known for this buyer: it never reached
     /// the server, or it failed in a way that is safe to retry.
     Unknown,
+}
+
+/// A [`KeyOutcome`] as read: one flat object. serde reads an internally
+/// tagged enum by buffering the whole object first, and that machinery was
+/// the largest single piece of serde in the shopper's wasm (the Buy panel
+/// reads outcomes); a flat struct needs none of it.
+#[derive(Deserialize)]
+struct KeyOutcomeWire {
+    state: KeyState,
+    order: Option<Receipt>,
+    error: Option<OrderError>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum KeyState {
+    Order,
+    Failed,
+    InProgress,
+    Unknown,
+}
+
+impl TryFrom<KeyOutcomeWire> for KeyOutcome {
+    type Error = &'static str;
+
+    fn try_from(wire: KeyOutcomeWire) -> Result<Self, Self::Error> {
+        match (wire.state, wire.order, wire.error) {
+            (KeyState::Order, Some(order), _) => Ok(Self::Order { order }),
+            (KeyState::Order, None, _) => Err("missing field `order`"),
+            (KeyState::Failed, _, Some(error)) => Ok(Self::Failed { error }),
+            (KeyState::Failed, _, None) => Err("missing field `error`"),
+            (KeyState::InProgress, ..) => Ok(Self::InProgress),
+            (KeyState::Unknown, ..) => Ok(Self::Unknown),
+        }
+    }
 }
 
 /// Machine-readable error codes, stable across releases.
@@ -430,6 +469,49 @@ mod tests {
     fn key_outcomes_are_tagged_by_state() {
         let json = serde_json::to_value(KeyOutcome::InProgress).expect("serializes");
         assert_eq!(json, serde_json::json!({"state": "in_progress"}));
+    }
+
+    #[test]
+    fn key_outcomes_read_back_what_they_write() {
+        let receipt = Receipt {
+            order_id: "o-1".into(),
+            item_id: ItemId::new(7).expect("id"),
+            qty: Quantity::new(2).expect("qty"),
+            unit_price_cents: 100,
+            total_cents: 200,
+            idempotency_key: IdempotencyKey::parse("k-1").expect("key"),
+            status: OrderStatus::Confirmed,
+            pay_by_ms: None,
+            created_at_ms: 1,
+        };
+        let awaiting = Receipt {
+            status: OrderStatus::AwaitingPayment,
+            pay_by_ms: Some(60_001),
+            ..receipt.clone()
+        };
+        for outcome in [
+            KeyOutcome::Order { order: receipt },
+            KeyOutcome::Order { order: awaiting },
+            KeyOutcome::Failed {
+                error: OrderError::new(ErrorCode::SoldOut, "gone"),
+            },
+            KeyOutcome::InProgress,
+            KeyOutcome::Unknown,
+        ] {
+            let json = serde_json::to_string(&outcome).expect("serializes");
+            let back: KeyOutcome = serde_json::from_str(&json).expect(&json);
+            assert_eq!(back, outcome);
+        }
+        for bad in [
+            r#"{"state":"order"}"#,
+            r#"{"state":"order","order":null}"#,
+            r#"{"state":"failed"}"#,
+            r#"{"state":"done"}"#,
+            r#"{"order":{}}"#,
+            r#""unknown""#,
+        ] {
+            assert!(serde_json::from_str::<KeyOutcome>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -3,20 +3,22 @@
 //! API calls. They live under `/sfn/` so they never collide with `/api/`.
 
 use crate::domain::{IdempotencyKey, ItemId, Quantity};
-use crate::model::{Item, KeyOutcome, MyOrders, OrderError, OrderView, Receipt};
+use crate::model::{Item, KeyOutcome, MyOrders, OrderError, OrderView, QueueStatus, Receipt};
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// An item page's data: the item and a server-minted token for the form, so
 /// the page can buy before hydration or without JavaScript; whether a
-/// receipt's "Pay" leads to the demo checkout; and the server's clock when
-/// the page was read (a receipt counts its time left to pay from it).
+/// receipt's "Pay" leads to the demo checkout; the server's clock when the
+/// page was read (countdowns count from it); and, for an item with a
+/// waiting room, where this buyer stands in it (`None` before they join).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItemView {
     pub item: Item,
     pub form_token: IdempotencyKey,
     pub demo_checkout: bool,
     pub now_ms: i64,
+    pub queue: Option<QueueStatus>,
 }
 
 /// The demo checkout page's data: the order as it stands, and the server's
@@ -37,12 +39,45 @@ pub async fn load_item_view(id: ItemId) -> Result<ItemView, OrderError> {
     let checkout = crate::checkout::use_checkout()?;
     let item = checkout.item(id).await?;
     let form_token = IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string())?;
+    let queue = if item.has_waiting_room() {
+        let buyer = crate::checkout::current_buyer()?;
+        checkout.queue_status(&buyer, id).await?
+    } else {
+        None
+    };
     Ok(ItemView {
         item,
         form_token,
         demo_checkout: checkout.demo_checkout(),
         now_ms: checkout.now_ms(),
+        queue,
     })
+}
+
+/// The server's clock (ms since the Unix epoch): a page measures its offset
+/// from the phone's clock once, so countdowns follow the server.
+#[server(prefix = "/sfn", endpoint = "now")]
+pub async fn server_now() -> Result<i64, OrderError> {
+    Ok(crate::checkout::use_checkout()?.now_ms())
+}
+
+/// Joins the item's waiting room (joining again keeps the place).
+#[server(prefix = "/sfn", endpoint = "join_queue")]
+pub async fn join_queue(item_id: ItemId) -> Result<QueueStatus, OrderError> {
+    let buyer = crate::checkout::current_buyer()?;
+    crate::checkout::use_checkout()?
+        .join_queue(&buyer, item_id)
+        .await
+}
+
+/// Where this buyer stands in the item's waiting room; `None` before they
+/// join.
+#[server(prefix = "/sfn", endpoint = "where_in_line")]
+pub async fn where_in_line(item_id: ItemId) -> Result<Option<QueueStatus>, OrderError> {
+    let buyer = crate::checkout::current_buyer()?;
+    crate::checkout::use_checkout()?
+        .queue_status(&buyer, item_id)
+        .await
 }
 
 /// This buyer's orders as they stand now.
@@ -92,22 +127,4 @@ pub async fn order_outcome(idempotency_key: IdempotencyKey) -> Result<KeyOutcome
     crate::checkout::use_checkout()?
         .outcome_by_key(&buyer, &idempotency_key)
         .await
-}
-
-/// The dashboard's data, for an admin session only.
-#[server(prefix = "/sfn", endpoint = "dashboard")]
-pub async fn dashboard_data() -> Result<crate::dashboard::DashboardData, OrderError> {
-    use crate::dashboard::{AdminSession, SharedDashboard};
-    use crate::model::ErrorCode;
-    let is_admin = use_context::<http::request::Parts>()
-        .is_some_and(|parts| parts.extensions.get::<AdminSession>().is_some());
-    if !is_admin {
-        return Err(OrderError::new(
-            ErrorCode::Unauthorized,
-            "admin session required",
-        ));
-    }
-    let source = use_context::<SharedDashboard>()
-        .ok_or_else(|| OrderError::new(ErrorCode::Internal, "dashboard is not wired"))?;
-    Ok(source.dashboard().await)
 }

@@ -8,6 +8,8 @@
 //! - [`startup`]: `Application::build` wires everything and binds the
 //!   listener ([`listener`] caps concurrent connections); [`config`] reads and validates the environment; [`telemetry`]
 //!   sets up logs.
+//! - [`assets`]: the wasm, JavaScript and stylesheet, precompressed and
+//!   cached by content hash; pages compressed per response, never cached.
 //! - [`api`]: one module per resource; extractors turn raw input into domain
 //!   types or a JSON 4xx. [`session`] resolves the signed buyer cookie;
 //!   [`rate_limit`] turns back buyers who order too fast.
@@ -37,6 +39,7 @@
 //!   [`background`]: tasks that stop with their owner.
 
 pub mod api;
+pub mod assets;
 pub mod background;
 pub mod config;
 pub mod dashboard;

@@ -88,6 +88,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         leptos.output_name = SITE_NAME.into();
     }
     leptos.site_addr = config.http.site_addr;
+    // A release build (`scripts/build-release`) names the assets after their
+    // content and says so while compiling this binary; the environment at
+    // run time (cargo-leptos sets it under `watch`) has the last word.
+    if std::env::var_os("LEPTOS_HASH_FILES").is_none() {
+        leptos.hash_files = option_env!("LEPTOS_HASH_FILES") == Some("true");
+    }
     let app = Application::build(config, leptos).await?;
     tracing::info!("listening on http://{}", app.local_addr());
     println!("Oversell Guard is running at http://{}", app.local_addr());

@@ -5,6 +5,7 @@
 //! read [`Application::port`]; `main` passes the configured address.
 
 use crate::api;
+use crate::assets;
 use crate::background::BackgroundTask;
 use crate::config::Config;
 use crate::dashboard::Sampler;
@@ -523,12 +524,16 @@ fn router(state: AppState) -> Router {
     let leptos_options = state.leptos.clone();
     let routes = generate_route_list(app::App);
     let checkout: SharedCheckout = state.0.clone();
-    let dashboard: SharedDashboard = state.dashboard.clone();
-    let context = move || {
-        provide_context::<SharedCheckout>(checkout.clone());
-        provide_context::<SharedDashboard>(dashboard.clone());
-    };
+    let context = move || provide_context::<SharedCheckout>(checkout.clone());
     let shell_options = leptos_options.clone();
+    // The dashboard is a page of its own, rendered here only: the shop's
+    // router (and so its wasm) does not know it.
+    let dashboard: SharedDashboard = state.dashboard.clone();
+    let dashboard_options = leptos_options.clone();
+    let dashboard_page = leptos_axum::render_app_async_with_context(
+        move || provide_context::<SharedDashboard>(dashboard.clone()),
+        move || app::dashboard_shell(dashboard_options.clone()),
+    );
 
     // Pages, server functions and the no-JS form need a buyer: mint one on
     // the first visit.
@@ -536,11 +541,19 @@ fn router(state: AppState) -> Router {
         .leptos_routes_with_context(&state, routes, context, move || {
             app::shell(shell_options.clone())
         })
+        .route("/dashboard", get(dashboard_page))
         .route("/items/{id}/buy", post(api::forms::buy))
+        .route("/items/{id}/queue", post(api::forms::join_queue))
         .route("/pay/{order_id}", post(api::forms::pay_demo))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ensure_buyer,
+        ))
+        .route("/lang/{tag}", get(api::forms::switch_language))
+        .route("/dashboard/login", post(api::forms::dashboard_login))
+        .route("/dashboard/logout", post(api::forms::dashboard_logout))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
+            app::shell,
         ));
 
     let request_id = HeaderName::from_static("x-request-id");
@@ -551,11 +564,11 @@ fn router(state: AppState) -> Router {
         .route("/healthz", get(api::health::healthz))
         .route("/readyz", get(api::health::readyz))
         .route("/metrics", get(api::health::metrics))
-        .route("/lang/{tag}", get(api::forms::switch_language))
-        .route("/dashboard/login", post(api::forms::dashboard_login))
-        .route("/dashboard/logout", post(api::forms::dashboard_logout))
-        .merge(pages)
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .nest(
+            &format!("/{}", leptos_options.site_pkg_dir),
+            assets::pkg_router(&leptos_options),
+        )
+        .merge(assets::pages(pages))
         .layer(CatchPanicLayer::custom(|_panic| {
             crate::error::ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
         }))

@@ -17,9 +17,12 @@ use crate::records::Records;
 use crate::reservation::ReservationStore;
 use crate::reservation::queue::QueuePass;
 use crate::stock::StockPath;
+use crate::waiting_room::{QueueError, WaitingRooms};
 use app::checkout::{Checkout, GuardCounts, Placement};
 use app::domain::{BuyerId, IdempotencyKey, ItemId};
-use app::model::{ErrorCode, Item, KeyOutcome, MyOrders, OrderError, OrderRequest, OrderView};
+use app::model::{
+    ErrorCode, Item, KeyOutcome, MyOrders, OrderError, OrderRequest, OrderView, QueueStatus,
+};
 use axum::extract::FromRef;
 use axum_extra::extract::cookie::Key;
 use leptos::config::LeptosOptions;
@@ -36,7 +39,7 @@ pub struct AppContext {
     pub records: Records,
     pub pipeline: Arc<OrderPipeline>,
     /// Drops' waiting rooms, when a reservation store keeps them.
-    pub waiting_rooms: Option<Arc<crate::waiting_room::WaitingRooms>>,
+    pub waiting_rooms: Option<Arc<WaitingRooms>>,
     /// What follows a stock change the database committed.
     pub stock: Arc<StockPath>,
     /// The payment deadline, when `PAYMENT_WINDOW_SECS` is set.
@@ -185,12 +188,65 @@ impl Checkout for AppContext {
             .ok_or_else(|| OrderError::new(ErrorCode::NotFound, "no such order"))
     }
 
+    async fn join_queue(&self, buyer: &BuyerId, item: ItemId) -> Result<QueueStatus, OrderError> {
+        let item = self.item(item).await?;
+        self.waiting_rooms()?
+            .join(&item, buyer)
+            .await
+            .map_err(queue_refusal)
+    }
+
+    async fn queue_status(
+        &self,
+        buyer: &BuyerId,
+        item: ItemId,
+    ) -> Result<Option<QueueStatus>, OrderError> {
+        let item = self.item(item).await?;
+        match self.waiting_rooms()?.status(&item, buyer).await {
+            Ok(status) => Ok(Some(status)),
+            Err(QueueError::NotInQueue) => Ok(None),
+            Err(other) => Err(queue_refusal(other)),
+        }
+    }
+
     fn demo_checkout(&self) -> bool {
         self.payments.as_ref().is_some_and(|p| p.demo_checkout())
     }
 
     fn now_ms(&self) -> i64 {
         crate::db::now_ms()
+    }
+}
+
+impl AppContext {
+    /// The drops' waiting rooms, or why there are none.
+    ///
+    /// # Errors
+    /// `unavailable` without a reservation store (strategy B).
+    pub fn waiting_rooms(&self) -> Result<&WaitingRooms, OrderError> {
+        self.waiting_rooms.as_deref().ok_or_else(|| {
+            OrderError::new(
+                ErrorCode::Unavailable,
+                "waiting rooms need a reservation store (ORDER_STRATEGY=redis+db)",
+            )
+        })
+    }
+}
+
+/// What a buyer is told when the waiting room cannot answer.
+pub fn queue_refusal(error: QueueError) -> OrderError {
+    match error {
+        QueueError::NoWaitingRoom => {
+            OrderError::new(ErrorCode::NotFound, "this item has no waiting room")
+        }
+        QueueError::NotInQueue => OrderError::new(
+            ErrorCode::NotInQueue,
+            "you have not joined this item's waiting room: POST to join",
+        ),
+        other => {
+            tracing::error!(error = %other, "the waiting room failed");
+            OrderError::new(ErrorCode::Unavailable, "the shop is busy; try again")
+        }
     }
 }
 

@@ -1,35 +1,73 @@
-//! `/dashboard`: the admin dashboard. Without an admin session it shows a
-//! sign-in form (a plain form: the token goes to the server once and comes
-//! back as a signed session cookie). With one, it draws the charts and, once
-//! hydrated, refreshes them every two seconds without reloading the page.
+//! `/dashboard`: the admin dashboard, a page of its own rendered on the
+//! server only (`server` routes it to [`dashboard_shell`]).
+//!
+//! No shopper opens it, so it is not a route of the shop's [`App`](super::App)
+//! and none of its code (the SVG charts, their number formatting) is in the
+//! shopper's wasm; the page itself loads no wasm at all. Without an admin
+//! session it shows a sign-in form (a plain form: the token goes to the
+//! server once and comes back as a signed session cookie). With one, it
+//! draws the charts, and a few lines of inline JavaScript fetch the page
+//! again every [`REFRESH_SECONDS`] while it is visible and swap the fresh
+//! charts in, so it stays live without a reload.
 
-use crate::dashboard::{DashboardData, Heatmap, LineChart, PaymentsPanel, Point};
-use crate::model::ErrorCode;
-use crate::server_fns::dashboard_data;
+use super::Header;
+use crate::dashboard::{
+    AdminSession, DashboardData, Heatmap, LineChart, PaymentsPanel, Point, SharedDashboard,
+};
+use crate::model::{ErrorCode, OrderError};
 use leptos::prelude::*;
+use leptos_meta::{Title, provide_meta_context};
+use leptos_router::components::Router;
 use leptos_router::hooks::use_query_map;
 
-/// How often the hydrated page asks for fresh data.
+/// How often the open page asks for fresh charts.
 pub const REFRESH_SECONDS: u64 = 2;
 
+/// The dashboard's HTML document: the shop's head and header, no wasm.
+pub fn dashboard_shell(options: LeptosOptions) -> impl IntoView {
+    super::document(options, false, view! { <Dashboard /> })
+}
+
+/// Swaps `section.dashboard` for the one in a fresh copy of this page while
+/// the page is visible. Rendered with the charts only, so the sign-in form
+/// is never replaced under the admin's fingers; a copy that comes back
+/// without a session (401) is not shown.
+fn refresh_script() -> String {
+    format!(
+        "setInterval(async()=>{{if(document.hidden)return;\
+try{{const r=await fetch(location.href,{{cache:'no-store'}});if(!r.ok)return;\
+const next=new DOMParser().parseFromString(await r.text(),'text/html').querySelector('section.dashboard');\
+if(next)document.querySelector('section.dashboard').replaceWith(next)}}catch(e){{}}}},{});",
+        REFRESH_SECONDS * 1000
+    )
+}
+
 #[component]
-pub fn DashboardPage() -> impl IntoView {
+fn Dashboard() -> impl IntoView {
+    provide_meta_context();
+    let lang = super::current_lang();
+    provide_context(lang);
+    let s = lang.strings();
+    view! {
+        <Title text=s.dashboard />
+        <Router>
+            <Header />
+            <main class="page">
+                <DashboardPage />
+            </main>
+        </Router>
+    }
+}
+
+#[component]
+fn DashboardPage() -> impl IntoView {
     let s = super::strings();
-    let tick = RwSignal::new(0u64);
-    let data = Resource::new(move || tick.get(), |_| dashboard_data());
-    #[cfg(feature = "hydrate")]
-    Effect::new(move |_| {
-        set_interval(
-            move || tick.update(|t| *t += 1),
-            std::time::Duration::from_secs(REFRESH_SECONDS),
-        );
-    });
     view! {
         <section class="dashboard">
             <h1>{s.dashboard}</h1>
-            <Transition fallback=|| view! { <p class="loading" aria-busy="true"></p> }>
-                {move || Suspend::new(async move {
-                    match data.await {
+            <Suspense fallback=|| view! { <p class="loading" aria-busy="true"></p> }>
+                {Suspend::new(async move {
+                    match dashboard_data().await {
                         Ok(data) => view! { <Charts data /> }.into_any(),
                         Err(e) if e.code == ErrorCode::Unauthorized => {
                             super::set_status(401);
@@ -38,9 +76,24 @@ pub fn DashboardPage() -> impl IntoView {
                         Err(_) => view! { <p class="error" role="alert">{s.load_failed}</p> }.into_any(),
                     }
                 })}
-            </Transition>
+            </Suspense>
         </section>
     }
+}
+
+/// The dashboard's data, for an admin session only.
+async fn dashboard_data() -> Result<DashboardData, OrderError> {
+    let is_admin = use_context::<http::request::Parts>()
+        .is_some_and(|parts| parts.extensions.get::<AdminSession>().is_some());
+    if !is_admin {
+        return Err(OrderError::new(
+            ErrorCode::Unauthorized,
+            "admin session required",
+        ));
+    }
+    let source = use_context::<SharedDashboard>()
+        .ok_or_else(|| OrderError::new(ErrorCode::Internal, "dashboard is not wired"))?;
+    Ok(source.dashboard().await)
 }
 
 #[component]
@@ -137,6 +190,7 @@ fn Charts(data: DashboardData) -> impl IntoView {
         <form method="post" action="/dashboard/logout">
             <button type="submit" class="buy-again">{s.sign_out}</button>
         </form>
+        <script>{refresh_script()}</script>
     }
 }
 

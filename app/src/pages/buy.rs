@@ -49,6 +49,12 @@ pub fn BuyPanel(
     demo_checkout: bool,
     /// The server's clock when the page was read.
     page_now_ms: i64,
+    /// Whether the sale window is open now (on the server's clock): before
+    /// it the button waits, and turns live at the start without a reload.
+    on_sale: Signal<bool>,
+    /// The waiting room's pass, sent with the order, when the item has a
+    /// waiting room and the buyer was let in.
+    queue_pass: Signal<Option<String>>,
 ) -> impl IntoView {
     let s = super::strings();
     let item_id = item.id;
@@ -60,7 +66,13 @@ pub fn BuyPanel(
 
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
-        runner::start(item_id, machine);
+        runner::start(
+            runner::Target {
+                item: item_id,
+                queue_pass,
+            },
+            machine,
+        );
         hydrated.set(true);
     });
     // After an order (ours or a replay), show the stock the server has now.
@@ -75,9 +87,16 @@ pub fn BuyPanel(
 
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
+        // Before the start the button is a countdown, not a way to order.
+        if !on_sale.get_untracked() {
+            return;
+        }
         #[cfg(feature = "hydrate")]
         runner::dispatch(
-            item_id,
+            runner::Target {
+                item: item_id,
+                queue_pass,
+            },
             machine,
             crate::guard::Event::Tap {
                 qty: chosen_qty.get_untracked(),
@@ -87,7 +106,10 @@ pub fn BuyPanel(
     let buy_again = move |_| {
         #[cfg(feature = "hydrate")]
         runner::dispatch(
-            item_id,
+            runner::Target {
+                item: item_id,
+                queue_pass,
+            },
             machine,
             crate::guard::Event::BuyAgain {
                 fresh_token: super::browser::random_uuid(),
@@ -118,10 +140,12 @@ pub fn BuyPanel(
             ..
         } => s.retry,
         _ if sold_out() => s.sold_out_badge,
+        _ if !on_sale.get() => s.not_on_sale_yet,
         _ => s.buy,
     };
     let button_inert = move || {
         sold_out()
+            || !on_sale.get()
             || pending()
             || matches!(
                 phase(),
@@ -155,6 +179,13 @@ pub fn BuyPanel(
         >
             <input type="hidden" name="item_id" value=item_id.get() />
             <input type="hidden" name="idempotency_key" prop:value=token value=token />
+            {move || {
+                queue_pass
+                    .get()
+                    .map(|pass| {
+                        view! { <input type="hidden" name="queue_pass" value=pass /> }
+                    })
+            }}
             {if max_qty > 1 {
                 view! {
                     <label class="qty">
@@ -299,14 +330,23 @@ mod runner {
         });
     }
 
+    /// What the machine orders: the item, with the waiting room's pass when
+    /// the buyer holds one.
+    #[derive(Clone, Copy)]
+    pub struct Target {
+        pub item: ItemId,
+        pub queue_pass: Signal<Option<String>>,
+    }
+
     /// Restores the intent from `history.state` and wires the page events.
-    pub fn start(item: ItemId, machine: RwSignal<SubmitMachine>) {
+    pub fn start(target: Target, machine: RwSignal<SubmitMachine>) {
+        let item = target.item;
         let visible = browser::is_visible();
         match browser::read_snapshot(item) {
             Some(snapshot) => {
                 let (restored, effects) = SubmitMachine::restore(snapshot, visible);
                 machine.set(restored);
-                run(item, machine, effects);
+                run(target, machine, effects);
             }
             None => {
                 let effects = machine.try_update(|m| {
@@ -317,7 +357,7 @@ mod runner {
                     }
                 });
                 browser::write_snapshot(item, &machine.get_untracked().snapshot());
-                run(item, machine, effects.unwrap_or_default());
+                run(target, machine, effects.unwrap_or_default());
             }
         }
         browser::on_visibility_change(move |visible| {
@@ -326,7 +366,7 @@ mod runner {
             } else {
                 Event::PageHidden
             };
-            dispatch(item, machine, event);
+            dispatch(target, machine, event);
             if !visible {
                 report(machine);
             }
@@ -336,24 +376,25 @@ mod runner {
             let snapshot = machine.get_untracked().snapshot();
             let (restored, effects) = SubmitMachine::restore(snapshot, browser::is_visible());
             machine.set(restored);
-            run(item, machine, effects);
+            run(target, machine, effects);
         });
         browser::on_page_hide(move || report(machine));
         browser::every(REPORT_EVERY_MS, move || report(machine));
     }
 
     /// Applies one event to the machine and runs what it asks for.
-    pub fn dispatch(item: ItemId, machine: RwSignal<SubmitMachine>, event: Event) {
+    pub fn dispatch(target: Target, machine: RwSignal<SubmitMachine>, event: Event) {
         let effects = machine.try_update(|m| m.handle(event)).unwrap_or_default();
-        run(item, machine, effects);
+        run(target, machine, effects);
     }
 
-    fn run(item: ItemId, machine: RwSignal<SubmitMachine>, effects: Vec<Effect>) {
+    fn run(target: Target, machine: RwSignal<SubmitMachine>, effects: Vec<Effect>) {
+        let item = target.item;
         for effect in effects {
             match effect {
                 Effect::Persist(snapshot) => browser::write_snapshot(item, &snapshot),
                 Effect::ScheduleRetry { after_ms } => {
-                    browser::after(after_ms, move || dispatch(item, machine, Event::RetryDue));
+                    browser::after(after_ms, move || dispatch(target, machine, Event::RetryDue));
                 }
                 Effect::Submit { token, qty } => {
                     spawn_local(async move {
@@ -362,7 +403,7 @@ mod runner {
                             (Ok(key), Ok(qty)) => {
                                 match browser::with_timeout(
                                     REQUEST_TIMEOUT_MS,
-                                    place_order(item, qty, key, None),
+                                    place_order(item, qty, key, target.queue_pass.get_untracked()),
                                 )
                                 .await
                                 {
@@ -375,7 +416,7 @@ mod runner {
                             }
                             (Err(e), _) | (_, Err(e)) => Event::Response(Err(e.into())),
                         };
-                        dispatch(item, machine, event);
+                        dispatch(target, machine, event);
                     });
                 }
                 Effect::Lookup { token } => {
@@ -391,7 +432,7 @@ mod runner {
                             }
                             Err(_) => Event::LookupFailed,
                         };
-                        dispatch(item, machine, event);
+                        dispatch(target, machine, event);
                     });
                 }
             }
@@ -404,15 +445,7 @@ mod runner {
             .try_update_untracked(SubmitMachine::take_intercepts)
             .unwrap_or_default();
         if !counts.is_empty() {
-            browser::send_beacon(
-                "/api/guard-events",
-                &serde_json::json!({
-                    "swallowed_taps": counts.swallowed_taps,
-                    "restore_lookups": counts.restore_lookups,
-                    "hidden_blocks": counts.hidden_blocks,
-                })
-                .to_string(),
-            );
+            browser::send_beacon("/api/guard-events", &counts.to_json());
         }
     }
 }

@@ -2,24 +2,32 @@
 //!
 //! `/` lists the items, `/items/{id}` shows one with its Buy panel,
 //! `/orders` the buyer's orders and `/pay/{order_id}` the demo payment
-//! provider's checkout ([`orders`]). All are rendered on the server and
-//! hydrated in the browser; before hydration (or with JavaScript off) every
-//! control is a plain link or form that works.
+//! provider's checkout ([`orders`]). Pages are rendered on the server; the
+//! browser hydrates only the islands (Leptos islands mode): [`ItemPanel`],
+//! the item's facts and Buy panel, and [`orders::Countdown`], a deadline's
+//! time left. Everything else is plain HTML that needs no wasm, so the
+//! shopper's wasm carries no router and no list page. Before hydration (or
+//! with JavaScript off) every control is a plain link or form that works.
+//! `/dashboard` ([`admin`], server only) is a document of its own, outside
+//! the shop's router, so the shopper's wasm carries none of it.
 
+#[cfg(feature = "ssr")]
 pub mod admin;
 #[cfg(feature = "hydrate")]
 mod browser;
 pub mod buy;
+pub mod drop;
 pub mod orders;
 
 use crate::domain::{IdempotencyKey, ItemId};
+use crate::drop_day::SalePhase;
 use crate::i18n::{Lang, Strings, format_price};
-use crate::model::{ErrorCode, Item, KeyOutcome, OrderError};
+use crate::model::{ErrorCode, Item, KeyOutcome, OrderError, QueueState, QueueStatus};
 use crate::server_fns::{ItemView, list_items, load_item_view, order_outcome};
 use leptos::prelude::*;
 #[cfg(feature = "ssr")]
-use leptos_meta::MetaTags;
-use leptos_meta::{Stylesheet, Title, provide_meta_context};
+use leptos_meta::{HashedStylesheet, MetaTags};
+use leptos_meta::{Title, provide_meta_context};
 use leptos_router::components::{A, Route, Router, Routes};
 use leptos_router::hooks::{use_location, use_params_map, use_query_map};
 use leptos_router::{SsrMode, path};
@@ -28,10 +36,22 @@ use leptos_router::{SsrMode, path};
 /// JavaScript, so the page it redirects to can show that order's outcome.
 pub const ORDER_KEY_PARAM: &str = "order_key";
 
-/// The HTML document around the app (server only).
+/// The HTML document around the app (server only). The stylesheet, the
+/// JavaScript and the wasm are linked under the names the build gave them
+/// (content-hashed in release builds, see `server::assets`); the icon is
+/// inline, so a first visit makes no request for it.
 #[cfg(feature = "ssr")]
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    document(options, true, view! { <App /> })
+}
+
+/// An HTML document in the shop's language around `body`; with `hydrate`,
+/// it loads the wasm that hydrates the page's islands.
+#[cfg(feature = "ssr")]
+fn document(options: LeptosOptions, hydrate: bool, body: impl IntoView + 'static) -> impl IntoView {
     let lang = current_lang();
+    let scripts =
+        hydrate.then(|| view! { <HydrationScripts options=options.clone() islands=true /> });
     view! {
         <!DOCTYPE html>
         <html lang=lang.tag()>
@@ -39,15 +59,36 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8" />
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
                 <meta name="color-scheme" content="light" />
+                <link rel="icon" type="image/svg+xml" href=favicon_data_uri() />
+                <HashedStylesheet id="leptos" options=options.clone() />
                 <AutoReload options=options.clone() />
-                <HydrationScripts options />
+                {scripts}
                 <MetaTags />
             </head>
-            <body>
-                <App />
-            </body>
+            <body>{body}</body>
         </html>
     }
+}
+
+/// `public/favicon.svg` as a `data:` URI, encoded once.
+#[cfg(feature = "ssr")]
+fn favicon_data_uri() -> &'static str {
+    static URI: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let svg = include_str!("../../../public/favicon.svg").trim();
+        let mut uri = String::from("data:image/svg+xml,");
+        for c in svg.chars() {
+            match c {
+                '"' => uri.push('\''),
+                '#' => uri.push_str("%23"),
+                '%' => uri.push_str("%25"),
+                '<' => uri.push_str("%3C"),
+                '>' => uri.push_str("%3E"),
+                other => uri.push(other),
+            }
+        }
+        uri
+    });
+    &URI
 }
 
 /// The language of this render: on the server from the `lang` cookie or
@@ -102,7 +143,6 @@ pub fn App() -> impl IntoView {
     provide_context(lang);
     let s = lang.strings();
     view! {
-        <Stylesheet id="leptos" href="/pkg/oversell-guard.css" />
         <Title text=s.site_name />
         <Router>
             <Header />
@@ -117,11 +157,6 @@ pub fn App() -> impl IntoView {
                     <Route
                         path=path!("/pay/:order_id")
                         view=orders::CheckoutPage
-                        ssr=SsrMode::Async
-                    />
-                    <Route
-                        path=path!("/dashboard")
-                        view=admin::DashboardPage
                         ssr=SsrMode::Async
                     />
                 </Routes>
@@ -309,34 +344,116 @@ fn ItemDetails(data: ItemView, prior: Option<(IdempotencyKey, KeyOutcome)>) -> i
         form_token,
         demo_checkout,
         now_ms,
+        queue,
     } = data;
     let title = item.title.clone();
-    // Shared with the Buy panel, which refreshes it after an order.
-    let stock = RwSignal::new(item.stock);
+    let fairness = item.has_waiting_room().then(|| {
+        view! {
+            <p class="fairness-rule">
+                {s.fairness_rule}" "
+                <a href=format!("/api/items/{}/fairness", item.id) rel="external">
+                    {s.fairness_link}
+                </a>
+            </p>
+        }
+    });
+    // Erased: the island's full view type nested in the page's is deeper
+    // than the server crate's recursion limit.
     view! {
         <Title text=title.clone() />
         <article class="item-detail">
             <h1>{title}</h1>
-            <dl class="facts">
-                <div>
-                    <dt>{s.price}</dt>
-                    <dd class="price">{format_price(item.price_cents)}</dd>
-                </div>
-                <div>
-                    <dt>{s.condition}</dt>
-                    <dd>{item.condition.clone()}</dd>
-                </div>
-                <div>
-                    <dt>{s.seller}</dt>
-                    <dd>{item.seller.clone()}</dd>
-                </div>
-                <div>
-                    <dt>{s.stock_left}</dt>
-                    <dd data-testid="stock">{move || stock.get()}</dd>
-                </div>
-            </dl>
-            <buy::BuyPanel item form_token prior stock demo_checkout page_now_ms=now_ms />
+            <drop::NoScriptRefresh item=item.clone() queue=queue.clone() now_ms />
+            <ItemPanel item form_token prior demo_checkout page_now_ms=now_ms queue />
+            {fairness}
         </article>
+    }
+    .into_any()
+}
+
+/// The item's facts, its sale's countdown, its waiting room and its Buy
+/// panel: the item page's island, so the only part of it the browser
+/// hydrates (everything else is plain server-rendered HTML and needs no
+/// wasm). Its props travel in the page.
+#[island]
+fn ItemPanel(
+    item: Item,
+    form_token: IdempotencyKey,
+    prior: Option<(IdempotencyKey, KeyOutcome)>,
+    /// Whether a receipt's "Pay" leads to the demo checkout.
+    demo_checkout: bool,
+    /// The server's clock when the page was read.
+    page_now_ms: i64,
+    /// Where this buyer stands in the item's waiting room, if they joined.
+    queue: Option<QueueStatus>,
+) -> impl IntoView {
+    // An island hydrates on its own, without the page's context: it reads
+    // the language back from `<html lang>`.
+    let lang = current_lang();
+    provide_context(lang);
+    let s = lang.strings();
+    // Shared with the Buy panel, which refreshes it after an order.
+    let stock = RwSignal::new(item.stock);
+    let clock = drop::ServerClock::new(page_now_ms);
+    let phase = drop::phase_signal(&item, clock);
+    let on_sale = Signal::derive(move || phase.get() == SalePhase::Open);
+    let queue = RwSignal::new(queue);
+    let queue_pass = Signal::derive(move || {
+        queue.with(|q| {
+            q.as_ref()
+                .filter(|q| q.state == QueueState::Admitted)
+                .and_then(|q| q.pass.clone())
+        })
+    });
+    let has_order = prior.is_some();
+    let waiting_room = item.admission_per_second.map(|per_second| {
+        view! { <drop::LinePanel item_id=item.id admission_per_second=per_second queue phase clock /> }
+    });
+    // The Buy panel: at once for an item without a line; for one with a
+    // line, once the buyer is admitted (or already ordered with this key).
+    let needs_pass = item.has_waiting_room();
+    let show_buy = move || !needs_pass || has_order || queue_pass.with(Option::is_some);
+    let buy_panel = {
+        let item = item.clone();
+        move || {
+            show_buy().then(|| {
+                view! {
+                    <buy::BuyPanel
+                        item=item.clone()
+                        form_token=form_token.clone()
+                        prior=prior.clone()
+                        stock
+                        demo_checkout
+                        page_now_ms
+                        on_sale
+                        queue_pass
+                    />
+                }
+            })
+        }
+    };
+    view! {
+        <dl class="facts">
+            <div>
+                <dt>{s.price}</dt>
+                <dd class="price">{format_price(item.price_cents)}</dd>
+            </div>
+            <div>
+                <dt>{s.condition}</dt>
+                <dd>{item.condition.clone()}</dd>
+            </div>
+            <div>
+                <dt>{s.seller}</dt>
+                <dd>{item.seller.clone()}</dd>
+            </div>
+            <div>
+                <dt>{s.stock_left}</dt>
+                <dd data-testid="stock">{move || stock.get()}</dd>
+            </div>
+        </dl>
+        <drop::SaleBanner phase />
+        {waiting_room}
+        {buy_panel}
     }
 }
 

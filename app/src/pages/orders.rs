@@ -7,7 +7,9 @@
 //!
 //! [`TimeLeft`] shows the time left to pay as the server saw it when the
 //! page's data was read (the same text on the server and at hydration),
-//! then, once hydrated, counts down every second.
+//! then, once hydrated, counts down every second. On these pages it is
+//! wrapped in [`Countdown`], an island of its own: the only part of them
+//! the browser hydrates.
 
 use crate::i18n::format_price;
 use crate::model::{ErrorCode, OrderStatus, OrderView};
@@ -40,6 +42,14 @@ pub fn TimeLeft(pay_by_ms: i64, reference_ms: i64) -> impl IntoView {
             {move || s.time_left(pay_by_ms - reference_ms - elapsed_ms.get())}
         </span>
     }
+}
+
+/// [`TimeLeft`] as an island, for pages that are otherwise plain HTML.
+#[island]
+pub fn Countdown(pay_by_ms: i64, reference_ms: i64) -> impl IntoView {
+    // An island hydrates without the page's context.
+    provide_context(super::current_lang());
+    view! { <TimeLeft pay_by_ms reference_ms /> }
 }
 
 /// The link to the demo checkout of an order still awaiting payment.
@@ -121,7 +131,7 @@ fn OrderRow(order: OrderView, now_ms: i64, demo: bool) -> impl IntoView {
                     .map(|pay_by_ms| {
                         view! {
                             " · "
-                            <TimeLeft pay_by_ms reference_ms=now_ms />
+                            <Countdown pay_by_ms reference_ms=now_ms />
                         }
                     })}
             </p>
@@ -168,7 +178,7 @@ pub fn CheckoutPage() -> impl IntoView {
                                         .map(|pay_by_ms| {
                                             view! {
                                                 " · "
-                                                <TimeLeft pay_by_ms reference_ms=data.now_ms />
+                                                <Countdown pay_by_ms reference_ms=data.now_ms />
                                             }
                                         })}
                                 </p>

@@ -10,13 +10,11 @@
 use super::item_id;
 use crate::error::ApiError;
 use crate::session::Buyer;
-use crate::state::AppState;
-use crate::waiting_room::{QueueError, WaitingRooms};
+use crate::state::{AppState, queue_refusal};
 use app::checkout::Checkout;
-use app::model::{ErrorCode, Fairness, Item, QueueStatus};
+use app::model::{ErrorCode, Fairness, QueueStatus};
 use axum::Json;
 use axum::extract::{Path, State};
-use std::sync::Arc;
 
 /// `GET /api/time`.
 pub async fn time() -> Json<serde_json::Value> {
@@ -29,8 +27,7 @@ pub async fn join(
     Buyer(buyer): Buyer,
     Path(id): Path<String>,
 ) -> Result<Json<QueueStatus>, ApiError> {
-    let (item, rooms) = item_and_rooms(&state, &id).await?;
-    Ok(Json(rooms.join(&item, &buyer).await.map_err(queue_error)?))
+    Ok(Json(state.0.join_queue(&buyer, item_id(&id)?).await?))
 }
 
 /// `GET /api/items/{id}/queue`.
@@ -39,10 +36,17 @@ pub async fn status(
     Buyer(buyer): Buyer,
     Path(id): Path<String>,
 ) -> Result<Json<QueueStatus>, ApiError> {
-    let (item, rooms) = item_and_rooms(&state, &id).await?;
-    Ok(Json(
-        rooms.status(&item, &buyer).await.map_err(queue_error)?,
-    ))
+    state
+        .0
+        .queue_status(&buyer, item_id(&id)?)
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotInQueue,
+                "you have not joined this item's waiting room: POST to join",
+            )
+        })
 }
 
 /// `GET /api/items/{id}/fairness`.
@@ -50,36 +54,11 @@ pub async fn fairness(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Fairness>, ApiError> {
-    let (item, rooms) = item_and_rooms(&state, &id).await?;
-    Ok(Json(
-        rooms
-            .fairness(&item, crate::db::now_ms())
-            .await
-            .map_err(queue_error)?,
-    ))
-}
-
-async fn item_and_rooms(
-    state: &AppState,
-    raw_id: &str,
-) -> Result<(Item, Arc<WaitingRooms>), ApiError> {
-    let item = state.0.item(item_id(raw_id)?).await?;
-    let rooms = state.waiting_rooms.clone().ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::Unavailable,
-            "waiting rooms need a reservation store (ORDER_STRATEGY=redis+db)",
-        )
-    })?;
-    Ok((item, rooms))
-}
-
-fn queue_error(error: QueueError) -> ApiError {
-    match error {
-        QueueError::NoWaitingRoom => ApiError::not_found("this item has no waiting room"),
-        QueueError::NotInQueue => ApiError::new(
-            ErrorCode::NotInQueue,
-            "you have not joined this item's waiting room: POST to join",
-        ),
-        other => ApiError::unavailable(anyhow::Error::new(other)),
-    }
+    let item = state.0.item(item_id(&id)?).await?;
+    let fairness = state
+        .waiting_rooms()?
+        .fairness(&item, crate::db::now_ms())
+        .await
+        .map_err(queue_refusal)?;
+    Ok(Json(fairness))
 }

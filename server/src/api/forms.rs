@@ -7,6 +7,10 @@
 //! field, minted by the server when it rendered the page, so a double submit
 //! is one intent and one order.
 //!
+//! `POST /items/{id}/queue` joins the item's waiting room (joining again
+//! keeps the place) and goes back to the item page (303), which shows where
+//! the buyer stands and refreshes itself while they wait.
+//!
 //! `POST /pay/{order_id}` is the demo payment provider's "Pay" button (on
 //! the clearly labelled demo checkout page `/pay/{order_id}`): it signs a
 //! `payment.succeeded` webhook for the order's total with the webhook
@@ -71,6 +75,17 @@ pub async fn buy(
     Ok(see_other(&format!(
         "/items/{item_id}?{ORDER_KEY_PARAM}={key}"
     )))
+}
+
+/// `POST /items/{id}/queue`: joins the waiting room from a plain form.
+pub async fn join_queue(
+    State(state): State<AppState>,
+    Extension(buyer): Extension<BuyerId>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let item_id = item_id(&id)?;
+    state.0.join_queue(&buyer, item_id).await?;
+    Ok(see_other(&format!("/items/{item_id}")))
 }
 
 /// `POST /pay/{order_id}`: the demo provider pays the buyer's order.

@@ -12,7 +12,7 @@
 //! | `POST /api/guard-events` | [`guard_events`] |
 //! | `POST /api/admin/items`, `PATCH /api/admin/items/{id}`, `POST /api/admin/items/{id}/restock`, `GET /api/admin/items/{id}/stats`, `GET /api/admin/refunds` | [`admin`] |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | [`health`] |
-//! | `POST /items/{id}/buy`, `POST /pay/{order_id}`, `GET /lang/{tag}` | [`forms`] (HTML forms, no JavaScript needed) |
+//! | `POST /items/{id}/buy`, `POST /items/{id}/queue`, `POST /pay/{order_id}`, `GET /lang/{tag}` | [`forms`] (HTML forms, no JavaScript needed) |
 
 pub mod admin;
 pub mod drops;

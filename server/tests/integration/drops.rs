@@ -422,3 +422,149 @@ async fn an_item_without_a_waiting_room_has_no_line() {
     assert_eq!(buyer.join(item.id).await.status, 404);
     assert_eq!(buyer.order(item.id, 1, "plain").await.status, 201);
 }
+
+/// The item page as a buyer's browser without JavaScript gets it.
+async fn page(app: &TestApp, buyer: &Buyer, item: &Item) -> String {
+    let page = buyer
+        .client
+        .get(format!("{}/items/{}", app.base, item.id))
+        .send()
+        .await
+        .expect("item page");
+    assert_eq!(page.status().as_u16(), 200);
+    page.text().await.expect("html")
+}
+
+/// The value of the first `name="{field}"` input of a page.
+fn form_value(html: &str, field: &str) -> Option<String> {
+    let at = html.find(&format!("name=\"{field}\""))?;
+    let rest = &html[at..];
+    let value = rest.find("value=\"")? + "value=\"".len();
+    let end = rest[value..].find('"')?;
+    Some(rest[value..value + end].to_owned())
+}
+
+/// Without JavaScript, a drop's page still works end to end: the plain
+/// "join the line" form, a waiting page that refreshes itself, the Buy
+/// form carrying the pass once admitted, the receipt, and sold out for
+/// whoever still waits. The page explains the fair start and links its
+/// record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_page_works_without_javascript() {
+    let app = spawn_app(Setup::embedded()).await;
+    let item = app
+        .create_drop(1, serde_json::json!({ "admission_per_second": 100 }))
+        .await;
+    let (first, second) = (app.buyer().await, app.buyer().await);
+
+    let fresh = page(&app, &first, &item).await;
+    assert!(fresh.contains(&format!("action=\"/items/{}/queue\"", item.id)));
+    assert!(fresh.contains(&format!("href=\"/api/items/{}/fairness\"", item.id)));
+    assert!(
+        !fresh.contains("name=\"queue_pass\""),
+        "no pass before joining"
+    );
+    assert!(
+        !fresh.contains("class=\"buy-panel\""),
+        "no Buy before the line"
+    );
+
+    for buyer in [&first, &second] {
+        let joined = buyer
+            .client
+            .post(format!("{}/items/{}/queue", app.base, item.id))
+            .form(&[("join", "1")])
+            .send()
+            .await
+            .expect("join form");
+        assert_eq!(joined.status().as_u16(), 200, "redirected to the item");
+        assert!(
+            joined
+                .url()
+                .path()
+                .ends_with(&format!("/items/{}", item.id))
+        );
+        let html = joined.text().await.expect("html");
+        assert!(html.contains("data-testid=\"line-status\""), "{html}");
+    }
+
+    // One unit: the first in line is let in (the admitter runs every
+    // 100 ms), and their Buy form carries the pass.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let admitted = loop {
+        let html = page(&app, &first, &item).await;
+        if html.contains("data-state=\"admitted\"") {
+            break html;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never admitted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let pass = form_value(&admitted, "queue_pass").expect("the form carries the pass");
+    let key = form_value(&admitted, "idempotency_key").expect("a form token");
+    let waiting = page(&app, &second, &item).await;
+    assert!(waiting.contains("data-state=\"waiting\""), "{waiting}");
+    assert!(
+        waiting.contains("http-equiv=\"refresh\""),
+        "a waiting page refreshes itself without JavaScript"
+    );
+
+    let bought = first
+        .client
+        .post(format!("{}/items/{}/buy", app.base, item.id))
+        .form(&[
+            ("qty", "1"),
+            ("idempotency_key", key.as_str()),
+            ("queue_pass", pass.as_str()),
+        ])
+        .send()
+        .await
+        .expect("buy form");
+    let receipt = bought.text().await.expect("html");
+    assert!(receipt.contains("data-testid=\"receipt\""), "{receipt}");
+    assert_eq!(app.orders_in_db(&item).await, (1, 1));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let html = page(&app, &second, &item).await;
+        if html.contains("data-state=\"sold_out\"") {
+            assert!(
+                !html.contains("http-equiv=\"refresh\""),
+                "nothing left to wait for"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never told sold out"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Before the start the page counts down and its button waits; without
+/// JavaScript it says so and refreshes itself at the start.
+#[tokio::test]
+async fn a_page_before_the_start_counts_down() {
+    let app = spawn_app(Setup::embedded()).await;
+    let item = app
+        .create_drop(
+            3,
+            serde_json::json!({ "sale_starts_at_ms": now_ms() + 30_000 }),
+        )
+        .await;
+    let buyer = app.buyer().await;
+    let html = page(&app, &buyer, &item).await;
+    assert!(html.contains("data-testid=\"sale-countdown\""), "{html}");
+    assert!(html.contains("Sale opens in 0 min 30 s") || html.contains("Sale opens in 0 min 29 s"));
+    assert!(html.contains("aria-disabled=\"true\""), "the button waits");
+    let refresh = html
+        .split("http-equiv=\"refresh\" content=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|secs| secs.parse::<u32>().ok())
+        .expect("a refresh without JavaScript");
+    assert!(
+        (29..=30).contains(&refresh),
+        "refreshes at the start: {refresh}"
+    );
+}

@@ -4,6 +4,7 @@
 
 mod api_input;
 mod dashboard;
+mod delivery;
 mod drops;
 mod fuzz;
 mod guard_events;

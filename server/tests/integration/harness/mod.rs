@@ -159,10 +159,18 @@ impl Drop for Instance {
     }
 }
 
+/// Where test servers look for the site's files, unless a test gives its own
+/// ([`spawn_app_serving`]).
+const SITE_ROOT: &str = "target/site";
+
 async fn start(config: Config) -> Instance {
+    start_serving(config, SITE_ROOT).await
+}
+
+async fn start_serving(config: Config, site_root: &str) -> Instance {
     let leptos = LeptosOptions::builder()
         .output_name("oversell-guard")
-        .site_root("target/site")
+        .site_root(site_root)
         .build();
     let app = Application::build(config, leptos)
         .await
@@ -186,6 +194,12 @@ async fn start(config: Config) -> Instance {
 }
 
 pub async fn spawn_app(setup: Setup) -> TestApp {
+    spawn_app_serving(setup, SITE_ROOT).await
+}
+
+/// [`spawn_app`] with the site's files (`pkg/` and the rest) taken from
+/// `site_root`.
+pub async fn spawn_app_serving(setup: Setup, site_root: &str) -> TestApp {
     init_logs();
     let db = TestDb::create(setup.backend).await;
     let redis = setup.redis.then(|| {
@@ -217,7 +231,7 @@ pub async fn spawn_app(setup: Setup) -> TestApp {
         config.redis.key_prefix = unique("c");
     }
     (setup.tweak)(&mut config);
-    let instance = start(config).await;
+    let instance = start_serving(config, site_root).await;
     TestApp {
         base: instance.base.clone(),
         state: instance.state.clone(),
