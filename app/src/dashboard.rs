@@ -7,7 +7,8 @@
 //! throughput and latency percentiles; the article's three-layer A/B
 //! heatmap; the hottest items; and, with a payment deadline, the orders by
 //! status, payments on time and late, units returned by expiry and how soon
-//! they sold again.
+//! they sold again; and, per drop with a waiting room, its line, admissions
+//! per second and passes.
 
 use crate::i18n::Lang;
 use crate::model::OrderStatus;
@@ -57,6 +58,26 @@ pub struct DashboardData {
     pub intercepts: u64,
     /// With a payment deadline.
     pub payments: Option<PaymentsPanel>,
+    /// Every drop whose waiting room this instance has run, newest first.
+    pub drops: Vec<DropRow>,
+}
+
+/// One drop's waiting room, as this instance's admitter last saw it (the
+/// line and passes are shared by every instance; admissions are counted by
+/// the instance that made them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DropRow {
+    pub item_id: i64,
+    pub title: String,
+    /// Buyers waiting in the line.
+    pub waiting: u64,
+    /// Admissions per second over the last sample, and since start.
+    pub admitted_per_second: f64,
+    pub admitted: u64,
+    /// Passes given and not yet used nor expired; used; expired unused.
+    pub passes_open: u64,
+    pub passes_used: u64,
+    pub passes_expired: u64,
 }
 
 /// The payment deadline at a glance.
@@ -325,18 +346,3 @@ mod tests {
         assert_eq!(nice_ceiling(120.0), 200.0);
     }
 }
-
-/// Marks a request that carries a valid admin session cookie (set by the
-/// server's session middleware).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AdminSession;
-
-/// The port the dashboard reads through; the server implements it.
-#[cfg(feature = "ssr")]
-#[async_trait::async_trait]
-pub trait DashboardSource: Send + Sync + 'static {
-    async fn dashboard(&self) -> DashboardData;
-}
-
-#[cfg(feature = "ssr")]
-pub type SharedDashboard = std::sync::Arc<dyn DashboardSource>;

@@ -181,11 +181,18 @@ pub enum Effect {
     Persist(Snapshot),
 }
 
-/// Browser-layer intercepts, drained by the reporter.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The browser guard's counters: what the state machine counts, what the
+/// page's beacon sends (`POST /api/guard-events`) and what the endpoint
+/// reads and adds to the server's totals. Fields left out of a report are
+/// zero; unknown fields are refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Intercepts {
+    /// Taps swallowed while an order was pending.
     pub swallowed_taps: u32,
+    /// Submissions avoided by looking up the outcome after a reload or restore.
     pub restore_lookups: u32,
+    /// Retries held back while the page was hidden.
     pub hidden_blocks: u32,
 }
 
@@ -917,6 +924,9 @@ mod tests {
             restore_lookups: 0,
             hidden_blocks: 4_294_967_295,
         };
+        let read: Intercepts =
+            serde_json::from_str(&counts.to_json()).expect("the endpoint reads it");
+        assert_eq!(read, counts);
         let json: serde_json::Value = serde_json::from_str(&counts.to_json()).expect("json");
         assert_eq!(
             json,
@@ -926,6 +936,19 @@ mod tests {
                 "hidden_blocks": 4_294_967_295_u32,
             })
         );
+    }
+
+    #[test]
+    fn a_report_may_leave_counters_out_but_not_add_unknown_ones() {
+        let partial: Intercepts = serde_json::from_str(r#"{"hidden_blocks":2}"#).expect("partial");
+        assert_eq!(
+            partial,
+            Intercepts {
+                hidden_blocks: 2,
+                ..Intercepts::default()
+            }
+        );
+        assert!(serde_json::from_str::<Intercepts>(r#"{"taps":1}"#).is_err());
     }
 
     #[test]

@@ -136,6 +136,13 @@ pub struct Strings {
     pub fairness_rule: &'static str,
     pub fairness_link: &'static str,
     pub refreshes_itself: &'static str,
+    pub drops_heading: &'static str,
+    pub line_waiting: &'static str,
+    pub admitted_per_second: &'static str,
+    pub admitted_total: &'static str,
+    pub passes_open: &'static str,
+    pub passes_used: &'static str,
+    pub passes_expired: &'static str,
 }
 
 impl Strings {
@@ -332,6 +339,13 @@ static EN: Strings = Strings {
     fairness_rule: "Everyone who joins the line before the sale opens is put in a random order, drawn from a seed whose SHA-256 fingerprint is published in advance and revealed at the start; later arrivals follow in order of arrival.",
     fairness_link: "Check the draw",
     refreshes_itself: "This page refreshes itself.",
+    drops_heading: "Drops (waiting rooms)",
+    line_waiting: "Waiting",
+    admitted_per_second: "Admitted/s",
+    admitted_total: "Admitted",
+    passes_open: "Passes open",
+    passes_used: "Passes used",
+    passes_expired: "Passes expired",
 };
 
 static ZH_CN: Strings = Strings {
@@ -397,6 +411,13 @@ static ZH_CN: Strings = Strings {
     fairness_rule: "开售前加入队列的人按随机顺序排列,随机种子的 SHA-256 指纹提前公布、开售时揭晓;之后加入的人按到达顺序排在后面。",
     fairness_link: "核验抽签",
     refreshes_itself: "本页会自动刷新。",
+    drops_heading: "限时发售(排队)",
+    line_waiting: "排队中",
+    admitted_per_second: "放行/秒",
+    admitted_total: "已放行",
+    passes_open: "有效通行证",
+    passes_used: "已用通行证",
+    passes_expired: "过期通行证",
 };
 
 #[cfg(test)]

@@ -11,9 +11,9 @@
 //! - [`drop_day`]: the sale window on the server's clock and the waiting
 //!   page's poll interval, plain Rust.
 //! - [`i18n`]: every shopper-facing string, English and Simplified Chinese.
-//! - [`server_fns`]: thin server functions over the [`checkout`] port.
-//! - [`checkout`] (`ssr` only): the port the server implements with its order
-//!   pipeline.
+//! - [`server_fns`]: thin server functions over the [`ports`].
+//! - [`ports`] (`ssr` only): what the server implements for the app: the
+//!   shop's `Checkout` (its order pipeline) and the `DashboardSource`.
 //! - [`pages`]: the routes and their components; [`pages::buy`] is the Buy
 //!   panel and its browser glue, [`pages::drop`] the countdown and the
 //!   waiting room's panel; `pages::admin` (server only) the dashboard,
@@ -24,8 +24,6 @@
 
 #![recursion_limit = "256"]
 
-#[cfg(feature = "ssr")]
-pub mod checkout;
 pub mod dashboard;
 pub mod domain;
 pub mod drop_day;
@@ -33,6 +31,8 @@ pub mod guard;
 pub mod i18n;
 pub mod model;
 pub mod pages;
+#[cfg(feature = "ssr")]
+pub mod ports;
 pub mod server_fns;
 
 pub use pages::App;

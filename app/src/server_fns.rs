@@ -1,5 +1,5 @@
 //! Server functions: thin wrappers that take the buyer and the pipeline from
-//! context and call the same [`Checkout`](crate::checkout::Checkout) the JSON
+//! context and call the same [`Checkout`](crate::ports::Checkout) the JSON
 //! API calls. They live under `/sfn/` so they never collide with `/api/`.
 
 use crate::domain::{IdempotencyKey, ItemId, Quantity};
@@ -31,16 +31,16 @@ pub struct CheckoutView {
 
 #[server(prefix = "/sfn", endpoint = "items")]
 pub async fn list_items() -> Result<Vec<Item>, OrderError> {
-    crate::checkout::use_checkout()?.list_items().await
+    crate::ports::use_checkout()?.list_items().await
 }
 
 #[server(prefix = "/sfn", endpoint = "item")]
 pub async fn load_item_view(id: ItemId) -> Result<ItemView, OrderError> {
-    let checkout = crate::checkout::use_checkout()?;
+    let checkout = crate::ports::use_checkout()?;
     let item = checkout.item(id).await?;
     let form_token = IdempotencyKey::parse(&uuid::Uuid::new_v4().to_string())?;
     let queue = if item.has_waiting_room() {
-        let buyer = crate::checkout::current_buyer()?;
+        let buyer = crate::ports::current_buyer()?;
         checkout.queue_status(&buyer, id).await?
     } else {
         None
@@ -58,14 +58,14 @@ pub async fn load_item_view(id: ItemId) -> Result<ItemView, OrderError> {
 /// from the phone's clock once, so countdowns follow the server.
 #[server(prefix = "/sfn", endpoint = "now")]
 pub async fn server_now() -> Result<i64, OrderError> {
-    Ok(crate::checkout::use_checkout()?.now_ms())
+    Ok(crate::ports::use_checkout()?.now_ms())
 }
 
 /// Joins the item's waiting room (joining again keeps the place).
 #[server(prefix = "/sfn", endpoint = "join_queue")]
 pub async fn join_queue(item_id: ItemId) -> Result<QueueStatus, OrderError> {
-    let buyer = crate::checkout::current_buyer()?;
-    crate::checkout::use_checkout()?
+    let buyer = crate::ports::current_buyer()?;
+    crate::ports::use_checkout()?
         .join_queue(&buyer, item_id)
         .await
 }
@@ -74,8 +74,8 @@ pub async fn join_queue(item_id: ItemId) -> Result<QueueStatus, OrderError> {
 /// join.
 #[server(prefix = "/sfn", endpoint = "where_in_line")]
 pub async fn where_in_line(item_id: ItemId) -> Result<Option<QueueStatus>, OrderError> {
-    let buyer = crate::checkout::current_buyer()?;
-    crate::checkout::use_checkout()?
+    let buyer = crate::ports::current_buyer()?;
+    crate::ports::use_checkout()?
         .queue_status(&buyer, item_id)
         .await
 }
@@ -83,16 +83,16 @@ pub async fn where_in_line(item_id: ItemId) -> Result<Option<QueueStatus>, Order
 /// This buyer's orders as they stand now.
 #[server(prefix = "/sfn", endpoint = "my_orders")]
 pub async fn load_my_orders() -> Result<MyOrders, OrderError> {
-    let buyer = crate::checkout::current_buyer()?;
-    crate::checkout::use_checkout()?.my_orders(&buyer).await
+    let buyer = crate::ports::current_buyer()?;
+    crate::ports::use_checkout()?.my_orders(&buyer).await
 }
 
 /// One of this buyer's orders for the demo checkout; `not_found` when the
 /// demo provider is not in use.
 #[server(prefix = "/sfn", endpoint = "checkout_view")]
 pub async fn load_checkout(order_id: String) -> Result<CheckoutView, OrderError> {
-    let buyer = crate::checkout::current_buyer()?;
-    let checkout = crate::checkout::use_checkout()?;
+    let buyer = crate::ports::current_buyer()?;
+    let checkout = crate::ports::use_checkout()?;
     if !checkout.demo_checkout() {
         return Err(OrderError::new(
             crate::model::ErrorCode::NotFound,
@@ -113,9 +113,9 @@ pub async fn place_order(
     idempotency_key: IdempotencyKey,
     queue_pass: Option<String>,
 ) -> Result<Receipt, OrderError> {
-    let buyer = crate::checkout::current_buyer()?;
+    let buyer = crate::ports::current_buyer()?;
     let request = crate::model::OrderRequest { item_id, qty };
-    crate::checkout::use_checkout()?
+    crate::ports::use_checkout()?
         .place_order(&buyer, &idempotency_key, request, queue_pass)
         .await
         .result
@@ -123,8 +123,8 @@ pub async fn place_order(
 
 #[server(prefix = "/sfn", endpoint = "order_outcome")]
 pub async fn order_outcome(idempotency_key: IdempotencyKey) -> Result<KeyOutcome, OrderError> {
-    let buyer = crate::checkout::current_buyer()?;
-    crate::checkout::use_checkout()?
+    let buyer = crate::ports::current_buyer()?;
+    crate::ports::use_checkout()?
         .outcome_by_key(&buyer, &idempotency_key)
         .await
 }

@@ -3,13 +3,14 @@
 //! counter and histogram deltas into per-strategy rates and percentiles, and
 //! keeps the last [`KEEP`] samples in a ring. With a payment deadline it
 //! adds the orders by status (read from the database when the dashboard
-//! asks) and the payment counters and resale times of this server.
+//! asks) and the payment counters and resale times of this server; and a
+//! row per drop from its waiting room's gauges and admission counter.
 
 use crate::background::BackgroundTask;
 use crate::db::{Database, items};
 use crate::hot_items::HotItems;
 use crate::metrics::{self as m, Metrics};
-use app::dashboard::{DashboardData, HotItem, PaymentsPanel, Point, StrategySeries};
+use app::dashboard::{DashboardData, DropRow, HotItem, PaymentsPanel, Point, StrategySeries};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -183,6 +184,9 @@ struct Rings {
     previous: HashMap<&'static str, (i64, Reading)>,
     previous_intercepts: f64,
     samples: HashMap<&'static str, VecDeque<Sample>>,
+    /// Per drop (its `item` label): when its admissions were last read, how
+    /// many there were, and the rate since the read before.
+    admissions: HashMap<String, (i64, f64, f64)>,
 }
 
 pub struct Sampler {
@@ -280,6 +284,20 @@ impl Sampler {
             .rings
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for s in series.iter().filter(|s| s.name == m::QUEUE_ADMITTED) {
+            let Some(item) = s.label("item") else {
+                continue;
+            };
+            let rate = match rings.admissions.get(item) {
+                Some((then, before, _)) if at_ms > *then => {
+                    (s.value - before) / ((at_ms - then) as f64 / 1000.0)
+                }
+                _ => 0.0,
+            };
+            rings
+                .admissions
+                .insert(item.to_owned(), (at_ms, s.value, rate));
+        }
         let intercepts_delta = intercepts_now - rings.previous_intercepts;
         rings.previous_intercepts = intercepts_now;
         for strategy in STRATEGIES {
@@ -366,6 +384,7 @@ impl Sampler {
             true => Some(self.payments_panel().await),
             false => None,
         };
+        let drops = self.drop_rows().await;
         DashboardData {
             strategy: self.default_strategy.to_owned(),
             series,
@@ -373,9 +392,73 @@ impl Sampler {
             orders_created: created as u64,
             intercepts: intercepts as u64,
             payments,
+            drops,
         }
     }
+
+    /// A row per drop whose waiting room this instance has run, newest item
+    /// first: the line and passes from the admitter's gauges, admissions
+    /// from its counter.
+    async fn drop_rows(&self) -> Vec<DropRow> {
+        let series = parse(&self.metrics.render());
+        let mut by_item: HashMap<i64, DropRow> = HashMap::new();
+        for s in &series {
+            let Some(item_id) = s.label("item").and_then(|i| i.parse::<i64>().ok()) else {
+                continue;
+            };
+            let row = || DropRow {
+                item_id,
+                title: format!("#{item_id}"),
+                waiting: 0,
+                admitted_per_second: 0.0,
+                admitted: 0,
+                passes_open: 0,
+                passes_used: 0,
+                passes_expired: 0,
+            };
+            let value = s.value.max(0.0) as u64;
+            match s.name.as_str() {
+                m::QUEUE_WAITING => by_item.entry(item_id).or_insert_with(row).waiting = value,
+                m::QUEUE_PASSES_OPEN => {
+                    by_item.entry(item_id).or_insert_with(row).passes_open = value;
+                }
+                m::QUEUE_PASSES_USED => {
+                    by_item.entry(item_id).or_insert_with(row).passes_used = value;
+                }
+                m::QUEUE_PASSES_EXPIRED => {
+                    by_item.entry(item_id).or_insert_with(row).passes_expired = value;
+                }
+                m::QUEUE_ADMITTED => by_item.entry(item_id).or_insert_with(row).admitted = value,
+                _ => {}
+            }
+        }
+        {
+            let rings = self
+                .rings
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for row in by_item.values_mut() {
+                if let Some((_, _, rate)) = rings.admissions.get(&row.item_id.to_string()) {
+                    row.admitted_per_second = *rate;
+                }
+            }
+        }
+        let mut rows: Vec<DropRow> = by_item.into_values().collect();
+        rows.sort_by_key(|row| std::cmp::Reverse(row.item_id));
+        rows.truncate(DROPS_SHOWN);
+        for row in &mut rows {
+            if let Ok(id) = app::domain::ItemId::new(row.item_id)
+                && let Ok(Some(item)) = items::get(&self.db, id).await
+            {
+                row.title = item.title;
+            }
+        }
+        rows
+    }
 }
+
+/// The newest drops the dashboard lists.
+const DROPS_SHOWN: usize = 10;
 
 fn points(ring: &VecDeque<Sample>) -> Vec<Point> {
     let samples: Vec<&Sample> = ring.iter().collect();
@@ -407,7 +490,7 @@ fn points(ring: &VecDeque<Sample>) -> Vec<Point> {
 }
 
 #[async_trait::async_trait]
-impl app::dashboard::DashboardSource for Sampler {
+impl app::ports::DashboardSource for Sampler {
     async fn dashboard(&self) -> DashboardData {
         self.data().await
     }
@@ -521,5 +604,37 @@ mod tests {
         let p90 = panel.resale_p90_seconds.expect("p90");
         assert!((10.0..=30.0).contains(&p90), "{p90}");
         assert!(panel.orders_by_status.is_empty(), "no order yet");
+    }
+
+    #[tokio::test]
+    async fn each_drop_gets_a_row_with_its_line_passes_and_admission_rate() {
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let db = Database::connect("sqlite::memory:", 1).await.expect("db");
+        let sampler = Sampler::new(metrics.clone(), Arc::new(HotItems::new()), db, "redis+db");
+        let item = app::domain::ItemId::new(7).expect("an id");
+        metrics.item_gauge(m::QUEUE_WAITING, item).set(40.0);
+        metrics.item_gauge(m::QUEUE_PASSES_OPEN, item).set(3.0);
+        metrics.item_gauge(m::QUEUE_PASSES_USED, item).set(5.0);
+        metrics
+            .item_counter(m::QUEUE_PASSES_EXPIRED, item)
+            .increment(1);
+        metrics.item_counter(m::QUEUE_ADMITTED, item).increment(8);
+        sampler.sample(1_000);
+        metrics.item_counter(m::QUEUE_ADMITTED, item).increment(10);
+        sampler.sample(3_000);
+        let data = sampler.data().await;
+        assert_eq!(
+            data.drops,
+            vec![DropRow {
+                item_id: 7,
+                title: "#7".into(),
+                waiting: 40,
+                admitted_per_second: 5.0,
+                admitted: 18,
+                passes_open: 3,
+                passes_used: 5,
+                passes_expired: 1,
+            }]
+        );
     }
 }

@@ -114,9 +114,7 @@ pub async fn ensure_buyer(
     };
     request.extensions_mut().insert(buyer);
     if is_admin(request.headers(), &state.cookie_key) {
-        request
-            .extensions_mut()
-            .insert(app::dashboard::AdminSession);
+        request.extensions_mut().insert(app::ports::AdminSession);
     }
     let mut response = next.run(request).await;
     if let Some(cookie) = set_cookie {

@@ -18,11 +18,12 @@ use crate::reservation::ReservationStore;
 use crate::reservation::queue::QueuePass;
 use crate::stock::StockPath;
 use crate::waiting_room::{QueueError, WaitingRooms};
-use app::checkout::{Checkout, GuardCounts, Placement};
 use app::domain::{BuyerId, IdempotencyKey, ItemId};
+use app::guard::Intercepts;
 use app::model::{
     ErrorCode, Item, KeyOutcome, MyOrders, OrderError, OrderRequest, OrderView, QueueStatus,
 };
+use app::ports::{Checkout, Placement};
 use axum::extract::FromRef;
 use axum_extra::extract::cookie::Key;
 use leptos::config::LeptosOptions;
@@ -61,7 +62,7 @@ pub struct GuardTotals {
 }
 
 impl GuardTotals {
-    pub fn add(&self, counts: GuardCounts) {
+    pub fn add(&self, counts: Intercepts) {
         self.swallowed_taps
             .fetch_add(u64::from(counts.swallowed_taps), Ordering::Relaxed);
         self.restore_lookups

@@ -11,10 +11,9 @@
 //! charts in, so it stays live without a reload.
 
 use super::Header;
-use crate::dashboard::{
-    AdminSession, DashboardData, Heatmap, LineChart, PaymentsPanel, Point, SharedDashboard,
-};
+use crate::dashboard::{DashboardData, DropRow, Heatmap, LineChart, PaymentsPanel, Point};
 use crate::model::{ErrorCode, OrderError};
+use crate::ports::{AdminSession, SharedDashboard};
 use leptos::prelude::*;
 use leptos_meta::{Title, provide_meta_context};
 use leptos_router::components::Router;
@@ -168,6 +167,7 @@ fn Charts(data: DashboardData) -> impl IntoView {
             <Heatmap series=series rows=24 />
         </div>
         {data.payments.map(|panel| view! { <Payments panel /> })}
+        {(!data.drops.is_empty()).then(|| view! { <Drops rows=data.drops /> })}
         <section class="hot-items">
             <h2>{s.hot_items}</h2>
             <ol>
@@ -191,6 +191,52 @@ fn Charts(data: DashboardData) -> impl IntoView {
             <button type="submit" class="buy-again">{s.sign_out}</button>
         </form>
         <script>{refresh_script()}</script>
+    }
+}
+
+/// Each drop's line, admissions and passes.
+#[component]
+fn Drops(rows: Vec<DropRow>) -> impl IntoView {
+    let s = super::strings();
+    view! {
+        <section class="drops-panel" data-testid="drops-panel">
+            <h2>{s.drops_heading}</h2>
+            <div class="table-scroll">
+                <table>
+                    <thead>
+                        <tr>
+                            <th scope="col">{s.items_heading}</th>
+                            <th scope="col">{s.line_waiting}</th>
+                            <th scope="col">{s.admitted_per_second}</th>
+                            <th scope="col">{s.admitted_total}</th>
+                            <th scope="col">{s.passes_open}</th>
+                            <th scope="col">{s.passes_used}</th>
+                            <th scope="col">{s.passes_expired}</th>
+                        </tr>
+                    </thead>
+                    <tbody>
+                        {rows
+                            .into_iter()
+                            .map(|row| {
+                                view! {
+                                    <tr data-item-id=row.item_id>
+                                        <th scope="row">
+                                            <a href=format!("/items/{}", row.item_id)>{row.title}</a>
+                                        </th>
+                                        <td>{row.waiting}</td>
+                                        <td>{format!("{:.1}", row.admitted_per_second)}</td>
+                                        <td>{row.admitted}</td>
+                                        <td>{row.passes_open}</td>
+                                        <td>{row.passes_used}</td>
+                                        <td>{row.passes_expired}</td>
+                                    </tr>
+                                }
+                            })
+                            .collect_view()}
+                    </tbody>
+                </table>
+            </div>
+        </section>
     }
 }
 

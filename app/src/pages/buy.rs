@@ -88,20 +88,19 @@ pub fn BuyPanel(
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         // Before the start the button is a countdown, not a way to order.
-        if !on_sale.get_untracked() {
-            return;
-        }
         #[cfg(feature = "hydrate")]
-        runner::dispatch(
-            runner::Target {
-                item: item_id,
-                queue_pass,
-            },
-            machine,
-            crate::guard::Event::Tap {
-                qty: chosen_qty.get_untracked(),
-            },
-        );
+        if on_sale.get_untracked() {
+            runner::dispatch(
+                runner::Target {
+                    item: item_id,
+                    queue_pass,
+                },
+                machine,
+                crate::guard::Event::Tap {
+                    qty: chosen_qty.get_untracked(),
+                },
+            );
+        }
     };
     let buy_again = move |_| {
         #[cfg(feature = "hydrate")]

@@ -26,12 +26,22 @@ pub struct ServerClock {
 }
 
 impl ServerClock {
-    /// Starts at the server's time of the render; once hydrated, measures the
-    /// offset to the phone's clock and ticks.
-    pub fn new(page_now_ms: i64) -> Self {
+    /// Starts at the server's time of the render; once hydrated, and only
+    /// for an item whose page shows time (a sale window, a waiting room's
+    /// pass), measures the offset to the phone's clock and ticks. Other
+    /// pages make no request for it.
+    #[cfg_attr(not(feature = "hydrate"), allow(unused_variables))]
+    pub fn new(page_now_ms: i64, item: &Item) -> Self {
         let now_ms = RwSignal::new(page_now_ms);
         #[cfg(feature = "hydrate")]
-        Effect::new(move |_| ticking::start(now_ms, page_now_ms));
+        if item
+            .sale_starts_at_ms
+            .is_some_and(|starts| starts > page_now_ms)
+            || item.sale_ends_at_ms.is_some()
+            || item.has_waiting_room()
+        {
+            Effect::new(move |_| ticking::start(now_ms, page_now_ms));
+        }
         Self { now_ms }
     }
 
@@ -82,8 +92,12 @@ pub fn LinePanel(
 ) -> impl IntoView {
     let s = super::strings();
     let joining = RwSignal::new(false);
+    let hydrated = RwSignal::new(false);
     #[cfg(feature = "hydrate")]
-    Effect::new(move |_| polling::watch(item_id, admission_per_second, queue, phase));
+    Effect::new(move |_| {
+        polling::watch(item_id, admission_per_second, queue, phase);
+        hydrated.set(true);
+    });
 
     let on_join = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
@@ -129,7 +143,12 @@ pub fn LinePanel(
     };
 
     view! {
-        <div class="line-panel" role="status" aria-live="polite">
+        <div
+            class="line-panel"
+            role="status"
+            aria-live="polite"
+            data-hydrated=move || hydrated.get().then_some("true")
+        >
             {move || {
                 queue
                     .with(Option::is_none)

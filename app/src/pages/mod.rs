@@ -394,7 +394,7 @@ fn ItemPanel(
     let s = lang.strings();
     // Shared with the Buy panel, which refreshes it after an order.
     let stock = RwSignal::new(item.stock);
-    let clock = drop::ServerClock::new(page_now_ms);
+    let clock = drop::ServerClock::new(page_now_ms, &item);
     let phase = drop::phase_signal(&item, clock);
     let on_sale = Signal::derive(move || phase.get() == SalePhase::Open);
     let queue = RwSignal::new(queue);

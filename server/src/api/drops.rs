@@ -11,8 +11,8 @@ use super::item_id;
 use crate::error::ApiError;
 use crate::session::Buyer;
 use crate::state::{AppState, queue_refusal};
-use app::checkout::Checkout;
 use app::model::{ErrorCode, Fairness, QueueStatus};
+use app::ports::Checkout;
 use axum::Json;
 use axum::extract::{Path, State};
 

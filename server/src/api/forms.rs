@@ -26,11 +26,11 @@
 use super::item_id;
 use crate::error::ApiError;
 use crate::state::AppState;
-use app::checkout::Checkout;
 use app::domain::{BuyerId, IdempotencyKey, Quantity};
 use app::i18n::Lang;
 use app::model::OrderRequest;
 use app::pages::ORDER_KEY_PARAM;
+use app::ports::Checkout;
 use axum::Form;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::header::{CONTENT_TYPE, LOCATION, SET_COOKIE};

@@ -5,25 +5,13 @@
 use crate::error::ApiError;
 use crate::metrics as m;
 use crate::state::AppState;
-use app::checkout::GuardCounts;
+use app::guard::Intercepts;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
 
 /// The most one page can plausibly report in one batch, per reason.
 pub const MAX_COUNT_PER_BATCH: u32 = 1_000;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Batch {
-    #[serde(default)]
-    swallowed_taps: u32,
-    #[serde(default)]
-    restore_lookups: u32,
-    #[serde(default)]
-    hidden_blocks: u32,
-}
 
 pub async fn record(State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
     let invalid = |e: serde_json::Error| ApiError::invalid(format!("invalid guard events: {e}"));
@@ -32,7 +20,7 @@ pub async fn record(State(state): State<AppState>, body: Bytes) -> Result<Status
     if !value.is_object() {
         return Err(ApiError::invalid("guard events must be a JSON object"));
     }
-    let batch: Batch = serde_json::from_value(value).map_err(invalid)?;
+    let batch: Intercepts = serde_json::from_value(value).map_err(invalid)?;
     let counts = [
         ("swallowed_tap", batch.swallowed_taps),
         ("restore_lookup", batch.restore_lookups),
@@ -51,10 +39,6 @@ pub async fn record(State(state): State<AppState>, body: Bytes) -> Result<Status
                 .increment(u64::from(n));
         }
     }
-    state.guard_totals.add(GuardCounts {
-        swallowed_taps: batch.swallowed_taps,
-        restore_lookups: batch.restore_lookups,
-        hidden_blocks: batch.hidden_blocks,
-    });
+    state.guard_totals.add(batch);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,8 +4,8 @@
 use super::item_id;
 use crate::error::ApiError;
 use crate::state::AppState;
-use app::checkout::Checkout;
 use app::model::Item;
+use app::ports::Checkout;
 use axum::Json;
 use axum::extract::{Path, State};
 

@@ -24,7 +24,7 @@ use crate::records::{
 use crate::reservation::breaker::RedisCall;
 use crate::reservation::guard::RedisGuard;
 use crate::reservation::memo::SoldOutMemo;
-use app::checkout::Placement;
+use app::ports::Placement;
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 use tracing::Instrument;

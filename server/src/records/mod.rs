@@ -25,9 +25,9 @@ pub mod generation;
 pub mod redis;
 pub mod sql;
 
-use app::checkout::Placement;
 use app::domain::{BuyerId, IdempotencyKey};
 use app::model::{ErrorCode, OrderError, OrderRequest, Receipt};
+use app::ports::Placement;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! survives Redis losing it.
 
 use crate::harness::{
-    Backend, Buyer, PrivateRedis, Setup, TestApp, http_client, spawn_app, spawn_twin,
+    ADMIN_TOKEN, Backend, Buyer, PrivateRedis, Setup, TestApp, http_client, spawn_app, spawn_twin,
 };
 use app::model::Item;
 use futures_util::future::join_all;
@@ -500,6 +500,20 @@ async fn a_drop_page_works_without_javascript() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let pass = form_value(&admitted, "queue_pass").expect("the form carries the pass");
+    let dashboard = http_client()
+        .post(format!("{}/dashboard/login", app.base))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .expect("sign in")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        dashboard.contains("data-testid=\"drops-panel\"")
+            && dashboard.contains(&format!("data-item-id=\"{}\"", item.id)),
+        "the dashboard shows the drop"
+    );
     let key = form_value(&admitted, "idempotency_key").expect("a form token");
     let waiting = page(&app, &second, &item).await;
     assert!(waiting.contains("data-state=\"waiting\""), "{waiting}");

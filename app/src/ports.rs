@@ -1,9 +1,12 @@
-//! The port the app needs from the server (compiled only with `ssr`).
+//! The ports the app needs from the server (compiled only with `ssr`).
 //!
 //! The order pipeline lives in the `server` crate, which depends on this one,
-//! never the other way round. The server implements [`Checkout`] and provides
-//! it as Leptos context, so the server functions behind the pages and the
-//! JSON API call one and the same pipeline.
+//! never the other way round. The server implements [`Checkout`] (the shop:
+//! items, orders, the waiting room) and [`DashboardSource`] (the admin
+//! dashboard's numbers) and provides them as Leptos context, so the server
+//! functions behind the pages and the JSON API call one and the same
+//! pipeline. [`AdminSession`] marks a request whose admin cookie the
+//! server's session middleware checked.
 
 use crate::domain::{BuyerId, IdempotencyKey, ItemId};
 use crate::model::{
@@ -19,17 +22,6 @@ pub struct Placement {
     /// True when this answer was stored by an earlier request with the same
     /// key and is being played back, not computed now.
     pub replayed: bool,
-}
-
-/// Browser-layer counters reported by the page (`POST /api/guard-events`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct GuardCounts {
-    /// Taps swallowed while an order was pending.
-    pub swallowed_taps: u32,
-    /// Submissions avoided by looking up the outcome after a reload or restore.
-    pub restore_lookups: u32,
-    /// Retries held back while the page was hidden.
-    pub hidden_blocks: u32,
 }
 
 /// Everything the pages need from the server.
@@ -129,3 +121,16 @@ pub fn current_buyer() -> Result<BuyerId, OrderError> {
             )
         })
 }
+
+/// The admin dashboard's numbers; the server's sampler implements it.
+#[async_trait::async_trait]
+pub trait DashboardSource: Send + Sync + 'static {
+    async fn dashboard(&self) -> crate::dashboard::DashboardData;
+}
+
+pub type SharedDashboard = Arc<dyn DashboardSource>;
+
+/// Marks a request that carries a valid admin session cookie (set by the
+/// server's session middleware).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminSession;
