@@ -363,9 +363,6 @@ impl PaymentDesk {
         self.metrics
             .counter(m::ORDER_TRANSITIONS, &[("to", "expired")])
             .increment(1);
-        self.metrics
-            .counter(m::UNITS_RETURNED, &[])
-            .increment(order.qty.unsigned_abs());
         self.stock
             .committed(
                 order.item,
@@ -376,6 +373,11 @@ impl PaymentDesk {
                 },
             )
             .await;
+        // Counted once the units are on sale again everywhere this instance
+        // reaches (counter, per-buyer limit, memo), not when the row changed.
+        self.metrics
+            .counter(m::UNITS_RETURNED, &[])
+            .increment(order.qty.unsigned_abs());
         Ok(true)
     }
 

@@ -543,6 +543,16 @@ async fn an_expired_order_frees_the_limit_and_the_memo(backend: Backend) {
     })
     .await;
     assert!(expired);
+    // The row changes first; the counter, the limit and the memo follow
+    // (the stock path), after which the unit counts as returned.
+    let returned = eventually(Duration::from_secs(5), || async {
+        metric(
+            &scrape_metrics(&app.base).await,
+            "oversell_units_returned_total",
+        ) == 1.0
+    })
+    .await;
+    assert!(returned, "the unit is back on sale");
     let again = alice.order(item.id, 1, "third").await;
     assert_eq!(
         again.status, 201,
@@ -622,14 +632,25 @@ async fn two_instances_expire_each_order_once() {
     .await;
     assert!(all_back, "{}", stats(&app, &item).await);
     assert_eq!(stats(&app, &item).await["stock"].as_i64(), Some(20));
-    let returned = metric(
-        &scrape_metrics(&app.base).await,
-        "oversell_units_returned_total",
-    ) + metric(
-        &scrape_metrics(&twin.base).await,
-        "oversell_units_returned_total",
+    // Each instance counts a unit once its stock path ran, just after the
+    // row changed.
+    let returned = || async {
+        metric(
+            &scrape_metrics(&app.base).await,
+            "oversell_units_returned_total",
+        ) + metric(
+            &scrape_metrics(&twin.base).await,
+            "oversell_units_returned_total",
+        )
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            returned().await >= 20.0
+        })
+        .await,
+        "every unit counted"
     );
-    assert_eq!(returned, 20.0, "each unit returned by one instance");
+    assert_eq!(returned().await, 20.0, "each unit returned by one instance");
 }
 
 fn demo_provider(config: &mut Config) {
