@@ -194,6 +194,14 @@ async fn get_json(
     Ok(response.json().await?)
 }
 
+/// Polls in flight at once, across every buyer. A phone has its own
+/// socket; this generator is one process with a limit on open files
+/// (20,000 here), so 20,000 buyers polling at the same moment would run it
+/// out of sockets and count its own failures as buyers left waiting. A
+/// buyer waits for a slot instead, and the wait counts in the time until
+/// they read `sold_out`.
+const POLLS_IN_FLIGHT: usize = 2_000;
+
 /// What every waiting buyer shares from the start on.
 struct Line {
     client: reqwest::Client,
@@ -202,6 +210,7 @@ struct Line {
     item_id: i64,
     deadline: Instant,
     observed: Mutex<Observed>,
+    poll_slots: tokio::sync::Semaphore,
 }
 
 /// A careful buyer's order: sent again with the same key and pass while
@@ -252,19 +261,23 @@ async fn wait_and_order(line: Arc<Line>, n: usize, cookie: String) {
         item_id,
         deadline,
         observed,
+        poll_slots,
     } = &*line;
     let (item_id, deadline) = (*item_id, *deadline);
     // Spread the first polls over a second, as pages opened at once do.
     tokio::time::sleep(Duration::from_millis((n % 1_000) as u64)).await;
     let pass_ttl_ms = i64::from(args.pass_ttl) * 1_000;
     while Instant::now() < deadline {
-        let status = get_json(
-            client,
-            format!("{base}/api/items/{item_id}/queue"),
-            Some(&cookie),
-        )
-        .await
-        .unwrap_or_default();
+        let status = {
+            let _slot = poll_slots.acquire().await.ok();
+            get_json(
+                client,
+                format!("{base}/api/items/{item_id}/queue"),
+                Some(&cookie),
+            )
+            .await
+            .unwrap_or_default()
+        };
         observed.lock().await.polls += 1;
         match status["state"].as_str() {
             Some("admitted") => {
@@ -407,6 +420,7 @@ pub async fn run(args: DropArgs) -> anyhow::Result<DropSummary> {
         item_id,
         deadline: Instant::now() + Duration::from_secs_f64(args.max_seconds),
         observed: Mutex::new(Observed::default()),
+        poll_slots: tokio::sync::Semaphore::new(POLLS_IN_FLIGHT),
     });
     let mut buyers = tokio::task::JoinSet::new();
     for (n, cookie) in cookies.into_iter().enumerate() {

@@ -214,6 +214,10 @@ fn print_verdict(v: &Verdict) {
         c.database_orders
     );
     println!("  answers: {:?}", c.answers);
+    println!(
+        "  sold-out keys decided anew after Redis lost them (allowed, rules 4 and 5 judge each decision): {}",
+        c.keys_decided_again
+    );
     println!("  by-key at the end: {:?}", c.by_key);
     for f in &v.faults {
         println!(

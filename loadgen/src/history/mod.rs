@@ -55,6 +55,13 @@
 //!    back is never answered 201, and if answered definitely, it is 422
 //!    `idempotency_key_reused`.
 //!
+//! One allowance, as the README states: a `sold_out` refusal is kept in
+//! Redis only, so once Redis lost its data (a FLUSHALL or an empty restart
+//! after the refusal), the key is decided anew by whichever request comes
+//! first, with whatever payload. Rules 4 and 5 then judge the history from
+//! the loss on by that new decision (counted as `keys_decided_again`);
+//! rules 1 to 3, about orders, always judge the whole history.
+//!
 //! Rules 1 to 3 count keys, rules 4 and 5 count requests. One incident can
 //! break two rules (an order answered 201, then refused: rules 2 and 4);
 //! each count says which promise broke.

@@ -111,6 +111,10 @@ pub struct Counts {
     pub database_orders: u64,
     /// The final `by-key` states.
     pub by_key: BTreeMap<String, u64>,
+    /// Times a key refused `sold_out` was decided anew after Redis lost
+    /// its data (rules 4 and 5 judge each decision on its own).
+    #[serde(default)]
+    pub keys_decided_again: u64,
 }
 
 /// One announced fault, and what followed it until the next.
@@ -280,6 +284,7 @@ pub fn judge(history: &History, evidence: &Evidence, buyer_ids: &[String]) -> Ve
     };
 
     count_requests(history, &mut verdict);
+    let redis_losses = redis_losses(history);
     let keys = group_by_key(history);
     verdict.counts.keys = keys.len() as u64;
 
@@ -335,8 +340,12 @@ pub fn judge(history: &History, evidence: &Evidence, buyer_ids: &[String]) -> Ve
             &who,
             &mut verdict,
         );
-        rule_4(k, &who, &mut verdict);
-        rule_5(k, &who, &mut verdict);
+        let parts = decided_parts(k, &redis_losses);
+        verdict.counts.keys_decided_again += parts.len() as u64 - 1;
+        for part in &parts {
+            rule_4(part, &who, &mut verdict);
+            rule_5(part, &who, &mut verdict);
+        }
     }
     for lookup in evidence.by_key.values() {
         *verdict
@@ -556,6 +565,63 @@ fn rule_4(k: &KeyHistory<'_>, who: &str, verdict: &mut Verdict) {
                 format!("{who}: first {}, then {}", line(first), line(e))
             });
         }
+    }
+}
+
+/// When Redis lost its data (µs from the start): every FLUSHALL and every
+/// restart of an empty Redis among the announced faults.
+fn redis_losses(history: &History) -> Vec<u64> {
+    history
+        .faults
+        .iter()
+        .filter(|f| f.name.contains("flushall") || f.name.contains("redis-restart"))
+        .map(|f| f.at_us)
+        .collect()
+}
+
+/// The key's history as rules 4 and 5 judge it: one part, or, when the
+/// key's first definite answer was `sold_out` (a refusal the README keeps
+/// in Redis only) and Redis then lost its data, a new part from the loss
+/// on, whose first definite answer (for whatever payload it was) is the
+/// key's answer from then on: the server decided the key anew.
+fn decided_parts<'h>(k: &KeyHistory<'h>, redis_losses: &[u64]) -> Vec<KeyHistory<'h>> {
+    let mut parts = Vec::new();
+    let mut rest: Vec<&'h Event> = k.events.clone();
+    let mut original = k.original;
+    loop {
+        let part = KeyHistory {
+            buyer: k.buyer,
+            key: k.key,
+            original,
+            events: rest.clone(),
+        };
+        let loss = part
+            .first_definite()
+            .filter(|first| first.answer.code.as_deref() == Some("sold_out"))
+            .and_then(|first| {
+                redis_losses
+                    .iter()
+                    .copied()
+                    .filter(|&at| at >= first.received_us)
+                    .find(|&at| rest.iter().any(|e| e.sent_us >= at))
+            });
+        let Some(at) = loss else {
+            parts.push(part);
+            return parts;
+        };
+        let (before, after): (Vec<&'h Event>, Vec<&'h Event>) =
+            rest.into_iter().partition(|e| e.sent_us < at);
+        parts.push(KeyHistory {
+            events: before,
+            ..part
+        });
+        original = after
+            .iter()
+            .filter(|e| is_definite(e))
+            .min_by_key(|e| e.received_us)
+            .or(after.first())
+            .map_or(original, |e| e.payload);
+        rest = after;
     }
 }
 
@@ -942,6 +1008,49 @@ mod tests {
         ];
         let v = judged(busy, &evidence(vec![db_order(ORDER, 1)]));
         assert_eq!(v.violation_count(), 0, "{:?}", v.violations);
+    }
+
+    /// A sold-out refusal lives in Redis only: after Redis lost it, the
+    /// key is decided anew, for whatever payload asks first; rules 4 and 5
+    /// then hold that new answer. Without a loss in between, the same
+    /// history breaks rule 5.
+    #[test]
+    fn rule_5_allows_a_sold_out_key_decided_again_after_redis_lost_it() {
+        let events = || {
+            vec![
+                sold_out(Purpose::First, 0),
+                event(REPLAY, 2, 10, Some(409), false, &error("sold_out", false)),
+                event(
+                    REPLAY,
+                    1,
+                    20,
+                    Some(422),
+                    false,
+                    &error("idempotency_key_reused", false),
+                ),
+            ]
+        };
+        let history = |faults| History {
+            events: events(),
+            faults,
+            ..History::with_limit(100)
+        };
+        let lost = history(vec![FaultMark {
+            name: "redis-restart".into(),
+            at_us: 5_000,
+        }]);
+        let v = judge(&lost, &evidence(vec![]), &["b0".to_owned()]);
+        assert_eq!(v.violation_count(), 0, "{:?}", v.violations);
+        assert_eq!(v.counts.keys_decided_again, 1);
+
+        let kept = history(vec![FaultMark {
+            name: "db-connections-cut".into(),
+            at_us: 5_000,
+        }]);
+        let v = judge(&kept, &evidence(vec![]), &["b0".to_owned()]);
+        assert_eq!(count(&v, Violation::ChangedPayloadNot422), 1);
+        assert_eq!(count(&v, Violation::ReplayDiffers), 1);
+        assert_eq!(v.counts.keys_decided_again, 0);
     }
 
     #[test]
