@@ -582,8 +582,10 @@ fn redis_losses(history: &History) -> Vec<u64> {
 /// The key's history as rules 4 and 5 judge it: one part, or, when the
 /// key's first definite answer was `sold_out` (a refusal the README keeps
 /// in Redis only) and Redis then lost its data, a new part from the loss
-/// on, whose first definite answer (for whatever payload it was) is the
-/// key's answer from then on: the server decided the key anew.
+/// on (by the time the answers came back: a request sent while Redis was
+/// down is decided after), whose first definite answer (for whatever
+/// payload it was) is the key's answer from then on: the server decided
+/// the key anew.
 fn decided_parts<'h>(k: &KeyHistory<'h>, redis_losses: &[u64]) -> Vec<KeyHistory<'h>> {
     let mut parts = Vec::new();
     let mut rest: Vec<&'h Event> = k.events.clone();
@@ -603,21 +605,25 @@ fn decided_parts<'h>(k: &KeyHistory<'h>, redis_losses: &[u64]) -> Vec<KeyHistory
                     .iter()
                     .copied()
                     .filter(|&at| at >= first.received_us)
-                    .find(|&at| rest.iter().any(|e| e.sent_us >= at))
+                    .find(|&at| rest.iter().any(|e| e.received_us >= at))
             });
         let Some(at) = loss else {
             parts.push(part);
             return parts;
         };
         let (before, after): (Vec<&'h Event>, Vec<&'h Event>) =
-            rest.into_iter().partition(|e| e.sent_us < at);
+            rest.into_iter().partition(|e| e.received_us < at);
         parts.push(KeyHistory {
             events: before,
             ..part
         });
+        // The decision is the first definite answer that is not a reuse
+        // refusal (a 422 only says some other payload decided first).
         original = after
             .iter()
-            .filter(|e| is_definite(e))
+            .filter(|e| {
+                is_definite(e) && e.answer.code.as_deref() != Some("idempotency_key_reused")
+            })
             .min_by_key(|e| e.received_us)
             .or(after.first())
             .map_or(original, |e| e.payload);
@@ -1042,6 +1048,32 @@ mod tests {
         let v = judge(&lost, &evidence(vec![]), &["b0".to_owned()]);
         assert_eq!(v.violation_count(), 0, "{:?}", v.violations);
         assert_eq!(v.counts.keys_decided_again, 1);
+
+        // After the loss the original payload decided first; a changed
+        // request answered 422 just before that answer came back is no
+        // decision of its own.
+        let reuse_first = History {
+            events: vec![
+                sold_out(Purpose::First, 0),
+                event(REPLAY, 1, 10, Some(409), false, &error("sold_out", false)),
+                event(
+                    REPLAY,
+                    2,
+                    9,
+                    Some(422),
+                    false,
+                    &error("idempotency_key_reused", false),
+                ),
+                event(REPLAY, 1, 30, Some(409), false, &error("sold_out", false)),
+            ],
+            faults: vec![FaultMark {
+                name: "flushall".into(),
+                at_us: 5_000,
+            }],
+            ..History::with_limit(100)
+        };
+        let v = judge(&reuse_first, &evidence(vec![]), &["b0".to_owned()]);
+        assert_eq!(v.violation_count(), 0, "{:?}", v.violations);
 
         let kept = history(vec![FaultMark {
             name: "db-connections-cut".into(),
