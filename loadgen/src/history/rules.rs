@@ -568,13 +568,17 @@ fn rule_4(k: &KeyHistory<'_>, who: &str, verdict: &mut Verdict) {
     }
 }
 
-/// When Redis lost its data (µs from the start): every FLUSHALL and every
-/// restart of an empty Redis among the announced faults.
+/// When Redis lost its data (µs from the start): every FLUSHALL, every
+/// kill, and every restart of an empty Redis among the announced faults.
 fn redis_losses(history: &History) -> Vec<u64> {
     history
         .faults
         .iter()
-        .filter(|f| f.name.contains("flushall") || f.name.contains("redis-restart"))
+        .filter(|f| {
+            f.name.contains("flushall")
+                || f.name.contains("redis-restart")
+                || f.name.contains("redis-kill")
+        })
         .map(|f| f.at_us)
         .collect()
 }

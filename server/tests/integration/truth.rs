@@ -214,6 +214,64 @@ async fn an_order_placed_around_redis_answers_its_replays_after_the_breaker_clos
     assert_eq!(app.orders_in_db(&item).await, (1, 1));
 }
 
+/// A refusal answered while the breaker kept Redis out is kept in the
+/// database's records: after the breaker closes, the same key with another
+/// payload is 422 (not decided anew as sold out) and the same payload
+/// replays the refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_kept_around_redis_holds_its_key_after_the_breaker_closes() {
+    let redis = PrivateRedis::start().await;
+    let app = app_with_private_redis(Backend::Postgres, &redis, |c| {
+        c.breaker.failure_threshold = 1;
+        c.breaker.cooldown = Duration::from_millis(300);
+        c.redis.timeout = Duration::from_millis(150);
+    })
+    .await;
+    let item = app.create_item(0, None).await;
+    let buyer = app.buyer().await;
+
+    let mut admin = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let stall = tokio::spawn(async move {
+        let _: Result<(), _> = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg("2")
+            .query_async(&mut admin)
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let tripped = buyer.order(item.id, 1, "trip").await;
+    assert_eq!(tripped.code(), "unavailable", "{tripped:?}");
+    let around = buyer.order_until_definite(item.id, 1, "around").await;
+    assert_eq!(
+        around.code(),
+        "sold_out",
+        "refused around Redis: {around:?}"
+    );
+    let _ = stall.await;
+
+    let closed = eventually(Duration::from_secs(10), || async {
+        app.state
+            .pipeline
+            .guard()
+            .is_some_and(|g| g.state().label() == "closed")
+    })
+    .await;
+    assert!(closed, "the probe closed the breaker");
+    let changed = buyer.order_until_definite(item.id, 2, "around").await;
+    assert_eq!(
+        (changed.status, changed.code()),
+        (422, "idempotency_key_reused"),
+        "{changed:?}"
+    );
+    let replay = buyer.order_until_definite(item.id, 1, "around").await;
+    assert_eq!(replay.code(), "sold_out", "{replay:?}");
+    assert_eq!(app.orders_in_db(&item).await, (0, 0));
+}
+
 /// A claim left running (its finish never happened) with an order in the
 /// database: the lookup says order, a replay after the lease answers it.
 async fn an_abandoned_claim_with_an_order(app: &TestApp, abandon: impl AsyncFnOnce(&str, &str)) {
