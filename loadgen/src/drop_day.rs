@@ -200,7 +200,7 @@ async fn get_json(
 /// out of sockets and count its own failures as buyers left waiting. A
 /// buyer waits for a slot instead, and the wait counts in the time until
 /// they read `sold_out`.
-const POLLS_IN_FLIGHT: usize = 2_000;
+const POLLS_IN_FLIGHT: usize = 1_000;
 
 /// What every waiting buyer shares from the start on.
 struct Line {
@@ -326,8 +326,11 @@ async fn wait_and_order(line: Arc<Line>, n: usize, cookie: String) {
 pub async fn run(args: DropArgs) -> anyhow::Result<DropSummary> {
     let args = Arc::new(args);
     let base = args.target.clone();
+    // Idle connections count against the server's MAX_CONNECTIONS: a pool
+    // that kept every connection of the join phase held the server's slots
+    // while polls waited for one (and timed out as buyers "left waiting").
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(usize::MAX)
+        .pool_max_idle_per_host(POLLS_IN_FLIGHT)
         .timeout(Duration::from_secs(60))
         .build()?;
 
