@@ -37,6 +37,55 @@ async fn app_with_private_redis(
     spawn_app(setup).await
 }
 
+/// A PostgreSQL app on a private Redis whose breaker opens on one slow
+/// Redis call (150 ms) and probes again after 300 ms, with the sold-out
+/// memo kept hot (60 s).
+async fn app_with_a_quick_breaker(redis: &PrivateRedis) -> TestApp {
+    app_with_private_redis(Backend::Postgres, redis, |c| {
+        c.breaker.failure_threshold = 1;
+        c.breaker.cooldown = Duration::from_millis(300);
+        c.redis.timeout = Duration::from_millis(150);
+        c.reservation.sold_out_memo = Duration::from_secs(60);
+    })
+    .await
+}
+
+/// Stalls Redis for two seconds (DEBUG SLEEP) and trips the breaker with
+/// one order of `buyer`; returns the stall, to await once done around it.
+async fn stall_redis_and_trip_the_breaker(
+    redis: &PrivateRedis,
+    buyer: &Buyer,
+    item: &app::model::Item,
+) -> tokio::task::JoinHandle<()> {
+    let mut admin = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let stall = tokio::spawn(async move {
+        let _: Result<(), _> = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg("2")
+            .query_async(&mut admin)
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let tripped = buyer.order(item.id, 1, "trip").await;
+    assert_eq!(tripped.code(), "unavailable", "{tripped:?}");
+    stall
+}
+
+/// Whether the probe closed the breaker within ten seconds.
+async fn breaker_closes(app: &TestApp) -> bool {
+    eventually(Duration::from_secs(10), || async {
+        app.state
+            .pipeline
+            .guard()
+            .is_some_and(|g| g.state().label() == "closed")
+    })
+    .await
+}
+
 /// Redis loses its data after an order: the replay of that key, the lookup
 /// and a reuse with another payload still answer from the database, also
 /// while the sold-out memo is hot.
@@ -168,43 +217,16 @@ async fn a_batch_whose_commit_acknowledgement_is_lost_answers_its_orders_on_mari
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_placed_around_redis_answers_its_replays_after_the_breaker_closes() {
     let redis = PrivateRedis::start().await;
-    let app = app_with_private_redis(Backend::Postgres, &redis, |c| {
-        c.breaker.failure_threshold = 1;
-        c.breaker.cooldown = Duration::from_millis(300);
-        c.redis.timeout = Duration::from_millis(150);
-        c.reservation.sold_out_memo = Duration::from_secs(60);
-    })
-    .await;
+    let app = app_with_a_quick_breaker(&redis).await;
     let item = app.create_item(1, None).await;
     let buyer = app.buyer().await;
 
-    let mut admin = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
-    let stall = tokio::spawn(async move {
-        let _: Result<(), _> = redis::cmd("DEBUG")
-            .arg("SLEEP")
-            .arg("2")
-            .query_async(&mut admin)
-            .await;
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let tripped = buyer.order(item.id, 1, "trip").await;
-    assert_eq!(tripped.code(), "unavailable", "{tripped:?}");
+    let stall = stall_redis_and_trip_the_breaker(&redis, &buyer, &item).await;
     let around = buyer.order_until_definite(item.id, 1, "around").await;
     assert_eq!(around.status, 201, "sold around Redis: {around:?}");
     let _ = stall.await;
 
-    let closed = eventually(Duration::from_secs(10), || async {
-        app.state
-            .pipeline
-            .guard()
-            .is_some_and(|g| g.state().label() == "closed")
-    })
-    .await;
-    assert!(closed, "the probe closed the breaker");
+    assert!(breaker_closes(&app).await, "the probe closed the breaker");
     let late = app.buyer().await;
     assert_eq!(late.order(item.id, 1, "late").await.code(), "sold_out");
     let replay = buyer.order_until_definite(item.id, 1, "around").await;
@@ -221,30 +243,11 @@ async fn an_order_placed_around_redis_answers_its_replays_after_the_breaker_clos
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_kept_around_redis_holds_its_key_after_the_breaker_closes() {
     let redis = PrivateRedis::start().await;
-    let app = app_with_private_redis(Backend::Postgres, &redis, |c| {
-        c.breaker.failure_threshold = 1;
-        c.breaker.cooldown = Duration::from_millis(300);
-        c.redis.timeout = Duration::from_millis(150);
-    })
-    .await;
+    let app = app_with_a_quick_breaker(&redis).await;
     let item = app.create_item(0, None).await;
     let buyer = app.buyer().await;
 
-    let mut admin = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
-    let stall = tokio::spawn(async move {
-        let _: Result<(), _> = redis::cmd("DEBUG")
-            .arg("SLEEP")
-            .arg("2")
-            .query_async(&mut admin)
-            .await;
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let tripped = buyer.order(item.id, 1, "trip").await;
-    assert_eq!(tripped.code(), "unavailable", "{tripped:?}");
+    let stall = stall_redis_and_trip_the_breaker(&redis, &buyer, &item).await;
     let around = buyer.order_until_definite(item.id, 1, "around").await;
     assert_eq!(
         around.code(),
@@ -253,14 +256,7 @@ async fn a_refusal_kept_around_redis_holds_its_key_after_the_breaker_closes() {
     );
     let _ = stall.await;
 
-    let closed = eventually(Duration::from_secs(10), || async {
-        app.state
-            .pipeline
-            .guard()
-            .is_some_and(|g| g.state().label() == "closed")
-    })
-    .await;
-    assert!(closed, "the probe closed the breaker");
+    assert!(breaker_closes(&app).await, "the probe closed the breaker");
     let changed = buyer.order_until_definite(item.id, 2, "around").await;
     assert_eq!(
         (changed.status, changed.code()),
