@@ -111,14 +111,32 @@ impl ItemState {
         if let Some(stock) = self.stock.as_mut() {
             *stock += units.qty;
         }
-        if let Some(count) = self.buyers.get_mut(&units.buyer) {
-            *count -= units.qty;
-            if *count <= 0 {
-                self.buyers.remove(&units.buyer);
-            }
-        }
+        self.drop_units_of(&units.buyer, units.qty);
         if let Some(pass) = &units.pass {
             self.room.reopen(pass);
+        }
+    }
+
+    /// The buyer's count toward the per-buyer limit drops by `qty`.
+    fn drop_units_of(&mut self, buyer: &BuyerId, qty: i64) {
+        if let Some(count) = self.buyers.get_mut(buyer) {
+            *count -= qty;
+            if *count <= 0 {
+                self.buyers.remove(buyer);
+            }
+        }
+    }
+
+    /// Adds a stock change the database committed at `version_after`,
+    /// unless no counter is loaded or it was loaded from that row version
+    /// or a newer one (then it counts the change already).
+    fn apply_committed(&mut self, delta: i64, version_after: i64) -> bool {
+        match self.stock.as_mut() {
+            Some(stock) if self.loaded_version < version_after => {
+                *stock += delta;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -361,16 +379,9 @@ impl ReservationStore for InProcessStore {
         version_after: i64,
     ) -> Result<bool, StoreError> {
         let mut items = self.lock();
-        let Some(state) = items.get_mut(&item) else {
-            return Ok(false);
-        };
-        match state.stock.as_mut() {
-            Some(stock) if state.loaded_version < version_after => {
-                *stock += delta;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        Ok(items
+            .get_mut(&item)
+            .is_some_and(|state| state.apply_committed(delta, version_after)))
     }
 
     async fn return_units(
@@ -384,19 +395,8 @@ impl ReservationStore for InProcessStore {
         let Some(state) = items.get_mut(&item) else {
             return Ok(false);
         };
-        if let Some(count) = state.buyers.get_mut(buyer) {
-            *count -= qty;
-            if *count <= 0 {
-                state.buyers.remove(buyer);
-            }
-        }
-        match state.stock.as_mut() {
-            Some(stock) if state.loaded_version < version_after => {
-                *stock += qty;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        state.drop_units_of(buyer, qty);
+        Ok(state.apply_committed(qty, version_after))
     }
 
     async fn reconcile(&self, item: ItemId, seed: CounterSeed) -> Result<Reconciled, StoreError> {
