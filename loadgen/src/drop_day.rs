@@ -342,24 +342,20 @@ pub async fn run(args: DropArgs) -> anyhow::Result<DropSummary> {
         .collect();
 
     let starts_at_ms = now_ms() + (args.start_in * 1_000.0) as i64;
-    let item: serde_json::Value = client
-        .post(format!("{base}/api/admin/items"))
-        .bearer_auth(args.admin_token.as_deref().unwrap_or_default())
-        .json(&serde_json::json!({
+    let item_id = crate::setup::create_item(
+        &client,
+        &base,
+        args.admin_token.as_deref().unwrap_or_default(),
+        &serde_json::json!({
             "title": format!("Drop ({})", args.label),
             "price_cents": 100,
             "stock": args.stock,
             "admission_per_second": args.admission,
             "pass_ttl_seconds": args.pass_ttl,
             "sale_starts_at_ms": starts_at_ms,
-        }))
-        .send()
-        .await
-        .context("POST /api/admin/items")?
-        .error_for_status()?
-        .json()
-        .await?;
-    let item_id = item["id"].as_i64().context("the drop's id")?;
+        }),
+    )
+    .await?;
     let commitment = get_json(
         &client,
         format!("{base}/api/items/{item_id}/fairness"),

@@ -23,7 +23,6 @@
 //! that resale.
 
 use crate::check::Check;
-use anyhow::Context;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
@@ -272,29 +271,6 @@ async fn settle(
     Some(placed)
 }
 
-async fn create_item(client: &reqwest::Client, args: &PaymentsArgs) -> anyhow::Result<i64> {
-    let response = client
-        .post(format!("{}/api/admin/items", args.target))
-        .bearer_auth(&args.admin_token)
-        .json(&serde_json::json!({
-            "title": format!("Drop day ({})", args.label),
-            "price_cents": 1999,
-            "stock": args.stock,
-        }))
-        .send()
-        .await
-        .context("POST /api/admin/items")?;
-    anyhow::ensure!(
-        response.status().as_u16() == 201,
-        "creating the item answered {}",
-        response.status()
-    );
-    let item: serde_json::Value = response.json().await?;
-    item["id"]
-        .as_i64()
-        .ok_or_else(|| anyhow::anyhow!("an item without an id"))
-}
-
 async fn stats(
     client: &reqwest::Client,
     args: &PaymentsArgs,
@@ -478,7 +454,17 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<bool> {
     for _ in 0..args.buyers {
         buyers.push(crate::setup::new_buyer(&client, &args.target).await?);
     }
-    let item = create_item(&client, &args).await?;
+    let item = crate::setup::create_item(
+        &client,
+        &args.target,
+        &args.admin_token,
+        &serde_json::json!({
+            "title": format!("Drop day ({})", args.label),
+            "price_cents": 1999,
+            "stock": args.stock,
+        }),
+    )
+    .await?;
     println!(
         "loadgen payments: {} buyers, stock {}, {} orders/s for {} s; {:.0}% pay in time, {:.0}% of the rest pay late",
         buyers.len(),

@@ -77,6 +77,35 @@ pub async fn buyers(
 
 /// Creates the buyers and the items.
 ///
+/// Creates an item through the admin API (`fields`: title, price, stock and
+/// any terms of a drop) and returns its id.
+///
+/// # Errors
+/// The server refused (anything but 201) or did not answer.
+pub async fn create_item(
+    client: &reqwest::Client,
+    base: &str,
+    admin_token: &str,
+    fields: &serde_json::Value,
+) -> anyhow::Result<i64> {
+    let response = client
+        .post(format!("{base}/api/admin/items"))
+        .bearer_auth(admin_token)
+        .json(fields)
+        .send()
+        .await
+        .context("POST /api/admin/items")?;
+    anyhow::ensure!(
+        response.status().as_u16() == 201,
+        "creating an item answered {}",
+        response.status()
+    );
+    let item: serde_json::Value = response.json().await?;
+    item["id"]
+        .as_i64()
+        .ok_or_else(|| anyhow::anyhow!("an item without an id"))
+}
+
 /// # Errors
 /// The server refused or did not answer.
 pub async fn prepare(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result<Target> {
@@ -91,27 +120,13 @@ pub async fn prepare(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result
     let token = args.admin_token.as_deref().unwrap_or_default();
     let mut items = Vec::new();
     for n in 0..args.items {
-        let response = client
-            .post(format!("{base}/api/admin/items"))
-            .bearer_auth(token)
-            .json(&serde_json::json!({
-                "title": format!("Load item {n} ({})", args.label),
-                "price_cents": 100,
-                "stock": args.stock,
-            }))
-            .send()
-            .await
-            .context("POST /api/admin/items")?;
-        anyhow::ensure!(
-            response.status().as_u16() == 201,
-            "creating an item answered {}",
-            response.status()
-        );
-        let item: serde_json::Value = response.json().await?;
+        let fields = serde_json::json!({
+            "title": format!("Load item {n} ({})", args.label),
+            "price_cents": 100,
+            "stock": args.stock,
+        });
         items.push(Item {
-            id: item["id"]
-                .as_i64()
-                .ok_or_else(|| anyhow::anyhow!("item without an id"))?,
+            id: create_item(client, base, token, &fields).await?,
             initial_stock: args.stock,
         });
     }
