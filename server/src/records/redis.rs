@@ -270,7 +270,7 @@ impl RecordStore for RedisRecords {
     }
 
     /// Runs `lua/idempotency_finish.lua` (KEYS record; ARGV hash, owner,
-    /// status, body, ttl).
+    /// status, body, ttl). An order is stored even over a lost claim.
     async fn finish(
         &self,
         scope: &KeyScope,
@@ -288,7 +288,16 @@ impl RecordStore for RedisRecords {
             .arg(self.ttl_ms())
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(Finished::from_count(u64::try_from(stored).unwrap_or(0)))
+        Ok(match stored {
+            1 => Finished::Stored,
+            2 => {
+                tracing::warn!(
+                    "the claim of an order was lost or taken over while it ran; its answer was stored over it"
+                );
+                Finished::Stored
+            }
+            _ => Finished::NotOwner,
+        })
     }
 
     /// Runs `lua/idempotency_abandon.lua` (KEYS record; ARGV hash, owner).

@@ -27,6 +27,7 @@ struct Subject {
     name: &'static str,
     store: Arc<dyn RecordStore>,
     redis: Option<Arc<RedisRecords>>,
+    generation: Option<Arc<RecordsGeneration>>,
     db: Database,
     _db: TestDb,
     _redis: Option<(TestRedis, BackgroundTask)>,
@@ -52,6 +53,7 @@ async fn subjects() -> Vec<Subject> {
             name,
             store: Arc::new(SqlRecords::new(db.clone(), TTL, true)),
             redis: None,
+            generation: None,
             db,
             _db: test_db,
             _redis: None,
@@ -76,12 +78,13 @@ async fn subjects() -> Vec<Subject> {
         conn,
         test_redis.prefix.clone(),
         TTL,
-        generation,
+        generation.clone(),
     ));
     subjects.push(Subject {
         name: "redis",
         store: redis.clone(),
         redis: Some(redis),
+        generation: Some(generation),
         db,
         _db: test_db,
         _redis: Some((test_redis, refresh)),
@@ -284,4 +287,89 @@ async fn a_key_with_an_order_is_not_new_to_a_store_that_never_saw_it() {
             name => assert_eq!(claimed.ok(), Some(Claimed::OrderExists), "{name}"),
         }
     }
+}
+
+/// Redis loses a running claim (a FLUSHALL, a restart without persistence)
+/// while its attempt is still placing the order, and the buyer's answers
+/// are loaded again before the order commits: the marker then vouches for
+/// records that lack the key. The order's answer must be stored over the
+/// lost claim, so that a replay is answered the order, never proven new and
+/// refused. On main before this test, finish answered NotOwner and the
+/// replay was answered the sold-out refusal (the fault run's history
+/// checker caught it as r2 created-and-refused on PostgreSQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_claim_redis_lost_is_stored_over_the_reloaded_records() {
+    let s = subjects()
+        .await
+        .into_iter()
+        .find(|s| s.name == "redis")
+        .expect("the redis subject");
+    let (Some(redis), Some(generation), Some((test_redis, _))) =
+        (&s.redis, &s.generation, &s._redis)
+    else {
+        unreachable!("the redis subject has its store, generation and server");
+    };
+    let buyer = s.buyer().await;
+    let k = scope(&buyer, "k5");
+    let attempt = LeaseOwner::new();
+    let claimed = s.store.claim(&k, &hash(1), &attempt, NOW, None).await;
+    assert_eq!(claimed.ok(), Some(Claimed::Run(Proof::NoOrder)));
+
+    // Redis loses the buyer's claim and marker; another attempt of the
+    // buyer loads their answers again (no order committed yet).
+    let mut conn = test_redis.connection().await;
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("{}idem:{{{buyer}}}:k5", test_redis.prefix))
+        .arg(format!("{}idem:{{{buyer}}}", test_redis.prefix))
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+    let current = generation.current().expect("a fresh generation reading");
+    redis
+        .load_buyer(&buyer, current, &[])
+        .await
+        .expect("load the buyer");
+
+    // The order commits; its answer is stored although the claim is gone.
+    let order = StoredResponse {
+        status: 201,
+        body: r#"{"order_id":"o-1","item_id":1,"qty":1}"#.into(),
+    };
+    let finished = s
+        .store
+        .finish(&k, &hash(1), &attempt, &order, NOW + 5)
+        .await;
+    assert_eq!(finished.ok(), Some(Finished::Stored));
+
+    // A replay on a sold-out item is answered the order.
+    let replay = s
+        .store
+        .claim(&k, &hash(1), &LeaseOwner::new(), NOW + 6, Some(&refusal()))
+        .await;
+    assert!(
+        matches!(replay, Ok(Claimed::Replay(ref r, _)) if *r == order),
+        "{replay:?}"
+    );
+
+    // A refusal never replaces an order, and an order never replaces
+    // another order.
+    let other = LeaseOwner::new();
+    let late_refusal = s
+        .store
+        .finish(&k, &hash(1), &other, &refusal(), NOW + 7)
+        .await;
+    assert_eq!(late_refusal.ok(), Some(Finished::NotOwner));
+    let other_order = StoredResponse {
+        status: 201,
+        body: r#"{"order_id":"o-2","item_id":1,"qty":1}"#.into(),
+    };
+    let second = s
+        .store
+        .finish(&k, &hash(1), &other, &other_order, NOW + 8)
+        .await;
+    assert_eq!(second.ok(), Some(Finished::NotOwner));
+    assert_eq!(
+        s.store.lookup(&k, NOW + 9).await.ok(),
+        Some(Some(Record::Done(order)))
+    );
 }
