@@ -85,13 +85,15 @@ impl RequestHash {
 
 /// Who holds a claim: one random id per attempt. Finishing or dropping a
 /// claim checks it, so an attempt whose claim was taken over cannot
-/// overwrite or delete the new owner's.
+/// overwrite or delete the new owner's. Drawn from the thread's seeded
+/// CSPRNG, not the OS: every order attempt makes one, sold-out floods
+/// included, and needs no `getrandom` system call for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseOwner(String);
 
 impl LeaseOwner {
     pub fn new() -> Self {
-        Self(uuid::Uuid::new_v4().simple().to_string())
+        Self(format!("{:032x}", rand::random::<u128>()))
     }
 
     pub fn as_str(&self) -> &str {
