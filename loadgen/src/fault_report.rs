@@ -5,12 +5,14 @@
 //!   the history checker's verdict;
 //! - `faults-<db>.proxy.json`: the database proxy's stats (what the servers
 //!   sent, how many COMMITs were cut);
+//! - `faults-<db>.payments.json`: the payments phase's summary;
 //! - `faults-<db>.timeline.txt`: when each fault happened.
 //!
 //! One table compares the runs; then each run gets its faults, its
 //! violations with examples, its answers and what the proxy saw.
 
 use crate::history::rules::Verdict;
+use crate::payments::PaymentsSummary;
 use crate::report::Summary;
 use anyhow::Context;
 use std::fmt::Write as _;
@@ -22,8 +24,16 @@ const EXAMPLES_SHOWN: usize = 3;
 /// One database's run, as found on disk.
 struct Run {
     summary: Summary,
+    payments: Option<PaymentsSummary>,
     proxy: Option<serde_json::Value>,
     timeline: Option<String>,
+}
+
+impl Run {
+    /// The orders phase and, when it ran, the payments phase passed.
+    fn passed(&self) -> bool {
+        self.summary.passed() && self.payments.as_ref().is_none_or(PaymentsSummary::passed)
+    }
 }
 
 fn read_runs(input: &Path) -> anyhow::Result<Vec<Run>> {
@@ -44,8 +54,17 @@ fn read_runs(input: &Path) -> anyhow::Result<Vec<Run>> {
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
         let timeline = std::fs::read_to_string(input.join(format!("{label}.timeline.txt"))).ok();
+        let payments_path = input.join(format!("{label}.payments.json"));
+        let payments = match std::fs::read_to_string(&payments_path) {
+            Ok(text) => Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("parsing {}", payments_path.display()))?,
+            ),
+            Err(_) => None,
+        };
         runs.push(Run {
             summary,
+            payments,
             proxy,
             timeline,
         });
@@ -69,7 +88,7 @@ pub fn write(input: &Path, output: &Path) -> anyhow::Result<bool> {
     let markdown = render(&runs);
     std::fs::write(output, markdown).with_context(|| format!("writing {}", output.display()))?;
     println!("loadgen: fault report written to {}", output.display());
-    Ok(runs.iter().all(|r| r.summary.passed()))
+    Ok(runs.iter().all(Run::passed))
 }
 
 fn render(runs: &[Run]) -> String {
@@ -79,10 +98,13 @@ fn render(runs: &[Run]) -> String {
          database and one private Redis, the database behind `loadgen proxy`, an open-model \
          load with retries, replays of earlier keys throughout and in a burst after each \
          fault, then the end-state invariants and the history checker \
-         (`loadgen/src/history/mod.rs` states the rules).\n\n",
+         (`loadgen/src/history/mod.rs` states the rules). Then a payments phase on the \
+         same servers with a payment deadline: orders paid in time, late or never \
+         through the signed webhook while faults land, then its checks \
+         (`loadgen/src/payments.rs`).\n\n",
     );
-    md.push_str("| run | load | requests | keys (201 / refused / unsettled) | replays same / other payload | replays after faults | DB orders | end-state checks | history violations | result |\n");
-    md.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| run | load | requests | keys (201 / refused / unsettled) | replays same / other payload | replays after faults | DB orders | end-state checks | history violations | payments phase | result |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for run in runs {
         let s = &run.summary;
         let failed_checks = s.checks.iter().filter(|c| !c.passed).count();
@@ -90,9 +112,17 @@ fn render(runs: &[Run]) -> String {
             Some(v) => (Some(&v.counts), v.violation_count().to_string()),
             None => (None, "–".to_owned()),
         };
+        let payments = run.payments.as_ref().map_or("–".to_owned(), |p| {
+            let failed = p.checks.iter().filter(|c| !c.passed).count();
+            if failed == 0 {
+                format!("{} orders, {} checks ok", p.created, p.checks.len())
+            } else {
+                format!("{} orders, **{failed} checks failed**", p.created)
+            }
+        });
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.label,
             s.mode,
             history.map_or("–".to_owned(), |c| c.requests.to_string()),
@@ -112,7 +142,8 @@ fn render(runs: &[Run]) -> String {
                 format!("**{failed_checks} failed**")
             },
             violations,
-            if s.passed() { "pass" } else { "**FAIL**" },
+            payments,
+            if run.passed() { "pass" } else { "**FAIL**" },
         );
     }
     for run in runs {
@@ -149,6 +180,9 @@ fn render_run(md: &mut String, run: &Run) {
     }
     if let Some(v) = &s.history {
         render_verdict(md, v);
+    }
+    if let Some(p) = &run.payments {
+        render_payments(md, p);
     }
     if let Some(proxy) = &run.proxy {
         let _ = writeln!(
@@ -220,6 +254,37 @@ fn render_verdict(md: &mut String, v: &Verdict) {
     }
 }
 
+fn render_payments(md: &mut String, p: &PaymentsSummary) {
+    let _ = writeln!(
+        md,
+        "\nPayments phase: {} orders sent, {} created; payments in time {}, late {}, never {}; {} paid in time but carried past the deadline by retries or a stall (refund_due); {} retries; {} units returned by expiry, {} sold again (p50 {} s after the expiry); final stock {}, oversold {}; {} events delivered again after the faults. Answers: {}.\n",
+        p.sent,
+        p.created,
+        p.paid_on_time,
+        p.paid_late,
+        p.never_paid,
+        p.delayed_past_deadline,
+        p.retries,
+        p.units_returned,
+        p.units_resold.map_or("–".to_owned(), |n| n.to_string()),
+        p.resale_p50_s.map_or("–".to_owned(), |s| format!("{s:.1}")),
+        p.final_stock,
+        p.oversold_units,
+        p.redelivered,
+        inline(&p.answers)
+    );
+    md.push_str("Payments checks:\n\n");
+    for c in &p.checks {
+        let _ = writeln!(
+            md,
+            "- {}: {} — {}",
+            c.name,
+            if c.passed { "ok" } else { "**FAIL**" },
+            c.detail
+        );
+    }
+}
+
 /// `a 3, b 1` (or `none`).
 fn inline(map: &std::collections::BTreeMap<String, u64>) -> String {
     if map.is_empty() {
@@ -267,6 +332,7 @@ mod tests {
         });
         Run {
             summary: serde_json::from_value(summary).expect("a summary"),
+            payments: None,
             proxy: Some(
                 serde_json::json!({"connections": 64, "commits_cut": 20, "acks_swallowed": 20,
                 "statements": {"commit/simple_query": 900}, "messages": {"Q": 1800}}),
@@ -290,7 +356,7 @@ mod tests {
         });
         let md = render(&[run_with(verdict)]);
         assert!(md.contains("| faults-postgres |"), "{md}");
-        assert!(md.contains("| 1 | **FAIL** |"), "{md}");
+        assert!(md.contains("| 1 | – | **FAIL** |"), "{md}");
         assert!(
             md.contains("| r2_created_and_refused | 1 | `buyer #3"),
             "{md}"
@@ -301,6 +367,47 @@ mod tests {
         );
         assert!(md.contains("[fault   3.0s] COMMIT drop\n"), "{md}");
         assert!(md.contains("20 COMMITs cut"), "{md}");
+    }
+
+    #[test]
+    fn a_failed_payments_phase_fails_the_run() {
+        let clean = serde_json::json!({
+            "counts": {"requests": 1, "first_attempts": 1, "retries": 0, "replays_same_payload": 0,
+                "replays_changed_payload": 0, "replays_after_faults": 0, "replays_of_created_keys": 0,
+                "replays_of_refused_keys": 0, "answers": {"201": 1}, "keys": 1, "keys_created": 1,
+                "keys_refused": 0, "keys_unsettled": 0, "database_orders": 1, "by_key": {"order": 1}},
+            "violations": {}, "before_faults": {}, "faults": [],
+        });
+        let mut run = run_with(clean);
+        assert!(run.passed());
+        let payments = |passed: bool| -> PaymentsSummary {
+            serde_json::from_value(serde_json::json!({
+                "label": "faults-postgres-payments", "sent": 1200, "created": 700,
+                "paid_on_time": 400, "paid_late": 150, "never_paid": 150,
+                "delayed_past_deadline": 12, "retries": 90, "redelivered": 550,
+                "answers": {"created": 700, "sold_out": 500}, "units_returned": 300,
+                "units_resold": 290, "resale_p50_s": 0.4, "resale_p99_s": 2.0,
+                "final_stock": 10, "oversold_units": 0,
+                "checks": [{"name": "no oversell", "passed": passed, "detail": "held 290 + stock 10"}],
+            }))
+            .expect("a payments summary")
+        };
+        run.payments = Some(payments(true));
+        let md = render(std::slice::from_ref(&run));
+        assert!(run.passed());
+        assert!(md.contains("| 700 orders, 1 checks ok | pass |"), "{md}");
+        assert!(
+            md.contains("12 paid in time but carried past the deadline"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- no oversell: ok — held 290 + stock 10"),
+            "{md}"
+        );
+        run.payments = Some(payments(false));
+        let md = render(std::slice::from_ref(&run));
+        assert!(!run.passed());
+        assert!(md.contains("**1 checks failed** | **FAIL** |"), "{md}");
     }
 
     #[test]

@@ -3,17 +3,32 @@
 //! paid through the signed webhook in time (`--pay-fraction`), paid after
 //! its deadline (`--late-fraction` of the rest), or never. Units of unpaid
 //! orders come back when their deadline passes, and the buyers still
-//! ordering buy them again. Afterwards it checks, through the admin API and
-//! (with `--database-url`) the database:
+//! ordering buy them again.
+//!
+//! With `--retries`, orders and webhooks are sent again while their answer
+//! is retryable (no answer, a 5xx, `"retryable": true`), orders with the
+//! same `Idempotency-Key` and webhooks with the same `event_id`, as a
+//! careful client and a real payment provider do; each attempt goes to the
+//! next `--target`. That is how `scripts/fault-run` drives it through its
+//! faults: a payment sent in time can then land after its deadline, and is
+//! rightly answered `refund_due`.
+//!
+//! Afterwards it checks, through the admin API and (with `--database-url`)
+//! the database:
 //!
 //! - no oversell: units held by orders + stock = initial stock, stock >= 0;
 //! - every expired unit is back in stock or sold again (the same sum, with
 //!   expired orders holding nothing);
-//! - no order both paid and expired: every on-time payment answered `paid`
-//!   and its order is `paid` (never expired); every late payment answered
-//!   `refund_due` and its order is `refund_due`; a paid order never has an
-//!   expiry time and a `refund_due` one always has;
-//! - a repeated webhook delivery answers the same body;
+//! - every payment got a final answer, and the clock allows it: `paid`
+//!   only for a payment first sent before its deadline, `refund_due` only
+//!   for one answered after it (a payment sent in time but carried past
+//!   its deadline by retries or a stall is counted: its expiry won);
+//! - no unit both paid for and resold: each payment's answer is its
+//!   order's final status in the database (an order never paid is
+//!   `expired`), a paid order never has an expiry time and a `refund_due`
+//!   one always has;
+//! - a repeated webhook delivery answers the same body, and so does every
+//!   event delivered once more after the run (after every fault);
 //! - every 201 is one order; the Redis counter equals the stock, no hold
 //!   is left, no order awaits payment once the last deadline passed.
 //!
@@ -22,9 +37,10 @@
 //! out, matched to expiries oldest first) and the time from an expiry to
 //! that resale.
 
+use crate::answer::Answer;
 use crate::check::Check;
 use hmac::{Hmac, Mac};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use sqlx::{Connection, Row};
 use std::collections::{BTreeMap, VecDeque};
@@ -35,9 +51,10 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PaymentsArgs {
-    /// Server base URL. Loopback only.
-    #[arg(long, default_value = "http://127.0.0.1:3000")]
-    pub target: String,
+    /// Server base URL(s); orders and webhooks are spread over them.
+    /// Loopback only.
+    #[arg(long = "target", default_value = "http://127.0.0.1:3000")]
+    pub targets: Vec<String>,
     /// Order attempts per second, leaving on schedule.
     #[arg(long, default_value_t = 100)]
     pub rate: u32,
@@ -63,6 +80,10 @@ pub struct PaymentsArgs {
     /// server's expiry reaper an interval or two).
     #[arg(long, default_value_t = 3_000)]
     pub late_by_ms: u64,
+    /// Send an order or a webhook again this many times while its answer
+    /// is retryable (same key, same event), each time to the next target.
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
     /// Admin token, for creating the item and reading its stats.
     #[arg(long, env = "ADMIN_TOKEN")]
     pub admin_token: String,
@@ -87,7 +108,7 @@ impl PaymentsArgs {
     /// # Errors
     /// A non-loopback target or a number out of range.
     pub fn validate(&self) -> anyhow::Result<()> {
-        crate::cli::loopback_only(std::slice::from_ref(&self.target))?;
+        crate::cli::loopback_only(&self.targets)?;
         for (name, share) in [
             ("--pay-fraction", self.pay_fraction),
             ("--late-fraction", self.late_fraction),
@@ -124,21 +145,43 @@ enum Fate {
 struct Placed {
     order_id: String,
     fate: Fate,
-    /// The webhook's `result`, when a payment was sent.
-    answered: Option<String>,
+    amount_cents: i64,
+    pay_by_ms: i64,
+    event_id: String,
+    /// The payment's deliveries; `None` when no payment was sent.
+    payment: Option<Payment>,
     /// Whether a second delivery of the same event answered the same body.
     replay_matched: Option<bool>,
+}
+
+/// One payment's deliveries, up to its final answer.
+#[derive(Debug, Clone)]
+struct Payment {
+    /// The final 200's body; `None` when every attempt failed or the
+    /// webhook was refused.
+    answer: Option<serde_json::Value>,
+    attempts: u32,
+    first_sent_ms: i64,
+    answered_at_ms: i64,
+}
+
+impl Payment {
+    /// The answer's `result`: `paid`, `refund_due`, `duplicate`.
+    fn result(&self) -> Option<&str> {
+        self.answer.as_ref().and_then(|a| a["result"].as_str())
+    }
 }
 
 #[derive(Debug, Default)]
 struct Tally {
     placed: Vec<Placed>,
     codes: BTreeMap<String, u64>,
-    failed: u64,
+    /// Orders and webhooks sent again after a retryable answer.
+    retries: u64,
 }
 
 /// The run's figures, printed and written as JSON.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PaymentsSummary {
     pub label: String,
     pub sent: u64,
@@ -146,6 +189,13 @@ pub struct PaymentsSummary {
     pub paid_on_time: u64,
     pub paid_late: u64,
     pub never_paid: u64,
+    /// Payments sent in time that retries or a stall carried past the
+    /// deadline (answered `refund_due`).
+    pub delayed_past_deadline: u64,
+    /// Orders and webhooks sent again after a retryable answer.
+    pub retries: u64,
+    /// Events delivered once more after the run, all to answer as before.
+    pub redelivered: u64,
     pub answers: BTreeMap<String, u64>,
     pub units_returned: i64,
     /// Units bought again after an expiry returned them (needs the database).
@@ -199,36 +249,87 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-/// Delivers one signed `payment.succeeded`; the answer's body.
-async fn deliver(
-    client: &reqwest::Client,
-    args: &PaymentsArgs,
-    event_id: &str,
-    order_id: &str,
-    amount_cents: i64,
-) -> Option<serde_json::Value> {
-    let body = serde_json::json!({
-        "event_id": event_id,
-        "type": "payment.succeeded",
-        "order_id": order_id,
-        "amount_cents": amount_cents,
-    })
-    .to_string();
-    let response = client
-        .post(format!("{}/api/payments/webhook", args.target))
+/// Waits before retry `attempt` (from 1): 50 ms, doubling, at most 1 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((50u64 << attempt.min(5)).min(1_000))
+}
+
+/// The target of attempt `attempt` of request `n`: retries move on to the
+/// next instance, as behind a load balancer.
+fn target_of(args: &PaymentsArgs, n: u64, attempt: u32) -> &str {
+    let at = (n as usize).wrapping_add(attempt as usize) % args.targets.len();
+    &args.targets[at]
+}
+
+/// What one delivery of a webhook got back.
+enum Delivery {
+    /// A 200 and its body.
+    Answered(serde_json::Value),
+    /// A refusal that says not to send it again.
+    Refused,
+    /// No answer, a 5xx or a retryable refusal: the event may be sent again.
+    Retry,
+}
+
+/// Delivers one signed event body once.
+async fn deliver(client: &reqwest::Client, target: &str, secret: &str, body: &str) -> Delivery {
+    let sent = client
+        .post(format!("{target}/api/payments/webhook"))
         .header("content-type", "application/json")
         .header(
             "Payment-Signature",
-            signature(&args.webhook_secret, now_ms() / 1000, body.as_bytes()),
+            signature(secret, now_ms() / 1000, body.as_bytes()),
         )
-        .body(body)
+        .body(body.to_owned())
         .send()
-        .await
-        .ok()?;
-    if response.status().as_u16() != 200 {
-        return None;
+        .await;
+    let Ok(response) = sent else {
+        return Delivery::Retry;
+    };
+    let status = response.status().as_u16();
+    let Ok(bytes) = response.bytes().await else {
+        return Delivery::Retry;
+    };
+    if status == 200 {
+        return serde_json::from_slice(&bytes).map_or(Delivery::Retry, Delivery::Answered);
     }
-    response.json().await.ok()
+    if Answer::read(status, None, &bytes).retryable {
+        Delivery::Retry
+    } else {
+        Delivery::Refused
+    }
+}
+
+/// Delivers `placed`'s `payment.succeeded` until it is answered, refused
+/// or out of retries (the provider's retries), starting at target `n`.
+async fn pay(client: &reqwest::Client, args: &PaymentsArgs, n: u64, placed: &Placed) -> Payment {
+    let body = serde_json::json!({
+        "event_id": placed.event_id,
+        "type": "payment.succeeded",
+        "order_id": placed.order_id,
+        "amount_cents": placed.amount_cents,
+    })
+    .to_string();
+    let first_sent_ms = now_ms();
+    let mut attempts = 0;
+    loop {
+        let target = target_of(args, n, attempts);
+        attempts += 1;
+        let answer = match deliver(client, target, &args.webhook_secret, &body).await {
+            Delivery::Answered(body) => Some(body),
+            Delivery::Retry if attempts <= args.retries => {
+                tokio::time::sleep(backoff(attempts)).await;
+                continue;
+            }
+            Delivery::Refused | Delivery::Retry => None,
+        };
+        return Payment {
+            answer,
+            attempts,
+            first_sent_ms,
+            answered_at_ms: now_ms(),
+        };
+    }
 }
 
 /// Pays (or not) one created order as its fate says.
@@ -239,16 +340,16 @@ async fn settle(
     fate: Fate,
     body: serde_json::Value,
 ) -> Option<Placed> {
-    let order_id = body["order_id"].as_str()?.to_owned();
-    let pay_by = body["pay_by_ms"].as_i64()?;
-    let amount = body["total_cents"].as_i64()?;
-    let event_id = format!("lg-{}-{n}", args.label);
     let mut placed = Placed {
-        order_id,
+        order_id: body["order_id"].as_str()?.to_owned(),
         fate,
-        answered: None,
+        amount_cents: body["total_cents"].as_i64()?,
+        pay_by_ms: body["pay_by_ms"].as_i64()?,
+        event_id: format!("lg-{}-{n}", args.label),
+        payment: None,
         replay_matched: None,
     };
+    let pay_by = placed.pay_by_ms;
     let wait_until = match fate {
         Fate::Never => return Some(placed),
         // Somewhere in the first half of the window.
@@ -259,16 +360,59 @@ async fn settle(
         u64::try_from(wait_until - now_ms()).unwrap_or(0),
     ))
     .await;
-    let first = deliver(&client, &args, &event_id, &placed.order_id, amount).await;
-    placed.answered = first
-        .as_ref()
-        .and_then(|a| a["result"].as_str())
-        .map(str::to_owned);
+    let payment = pay(&client, &args, n, &placed).await;
     if fate == Fate::OnTime && share(11, n) < args.replay_fraction {
-        let again = deliver(&client, &args, &event_id, &placed.order_id, amount).await;
-        placed.replay_matched = Some(again.is_some() && again == first);
+        let again = pay(&client, &args, n + 1, &placed).await;
+        placed.replay_matched = Some(again.answer.is_some() && again.answer == payment.answer);
     }
+    placed.payment = Some(payment);
     Some(placed)
+}
+
+/// Places order `n` for `cookie`, sending it again with the same
+/// `Idempotency-Key` while the answer is retryable; the final answer, its
+/// body and the number of retries.
+async fn place(
+    client: &reqwest::Client,
+    args: &PaymentsArgs,
+    n: u64,
+    cookie: &str,
+    item: i64,
+) -> (Answer, serde_json::Value, u32) {
+    let key = uuid::Uuid::new_v4().to_string();
+    let mut retries = 0;
+    loop {
+        let sent = client
+            .post(format!("{}/api/orders", target_of(args, n, retries)))
+            .header("Idempotency-Key", &key)
+            .header("Cookie", cookie)
+            .json(&serde_json::json!({ "item_id": item, "qty": 1 }))
+            .send()
+            .await;
+        let (answer, body) = match sent {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let replayed = response
+                    .headers()
+                    .get("idempotent-replayed")
+                    .map(|v| v.as_bytes().to_vec());
+                match response.bytes().await {
+                    Ok(bytes) => (
+                        Answer::read(status, replayed.as_deref(), &bytes),
+                        serde_json::from_slice(&bytes).unwrap_or_default(),
+                    ),
+                    Err(_) => (Answer::none(), serde_json::Value::Null),
+                }
+            }
+            Err(_) => (Answer::none(), serde_json::Value::Null),
+        };
+        if answer.retryable && retries < args.retries {
+            retries += 1;
+            tokio::time::sleep(backoff(retries)).await;
+            continue;
+        }
+        return (answer, body, retries);
+    }
 }
 
 async fn stats(
@@ -277,7 +421,7 @@ async fn stats(
     item: i64,
 ) -> anyhow::Result<serde_json::Value> {
     Ok(client
-        .get(format!("{}/api/admin/items/{item}/stats", args.target))
+        .get(format!("{}/api/admin/items/{item}/stats", args.targets[0]))
         .bearer_auth(&args.admin_token)
         .send()
         .await?
@@ -310,31 +454,31 @@ async fn drive(
         let (client, args, tally) = (client.clone(), args.clone(), tally.clone());
         let fate = fate_of(&args, seed, n);
         tasks.spawn(async move {
-            let answer = client
-                .post(format!("{}/api/orders", args.target))
-                .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-                .header("Cookie", cookie)
-                .json(&serde_json::json!({ "item_id": item, "qty": 1 }))
-                .send()
-                .await;
-            let Ok(response) = answer else {
-                tally.lock().map(|mut t| t.failed += 1).ok();
-                return;
+            let (answer, body, retries) = place(&client, &args, n, &cookie, item).await;
+            let code = match (answer.status, answer.code) {
+                (Some(201), _) => "created".to_owned(),
+                (None, _) => "no_answer".to_owned(),
+                (Some(_), code) => code.unwrap_or_else(|| "unreadable".to_owned()),
             };
-            let status = response.status().as_u16();
-            let body: serde_json::Value = response.json().await.unwrap_or_default();
-            let code = match status {
-                201 => "created".to_owned(),
-                _ => body["code"].as_str().unwrap_or("unreadable").to_owned(),
-            };
+            let created = answer.status == Some(201);
             tally
                 .lock()
-                .map(|mut t| *t.codes.entry(code).or_default() += 1)
+                .map(|mut t| {
+                    *t.codes.entry(code).or_default() += 1;
+                    t.retries += u64::from(retries);
+                })
                 .ok();
-            if status == 201
-                && let Some(placed) = settle(client, args, n, fate, body).await
-            {
-                tally.lock().map(|mut t| t.placed.push(placed)).ok();
+            if created && let Some(placed) = settle(client, args, n, fate, body).await {
+                tally
+                    .lock()
+                    .map(|mut t| {
+                        t.retries += placed
+                            .payment
+                            .as_ref()
+                            .map_or(0, |p| u64::from(p.attempts.saturating_sub(1)));
+                        t.placed.push(placed);
+                    })
+                    .ok();
             }
         });
         while tasks.try_join_next().is_some() {}
@@ -442,6 +586,84 @@ fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     sorted.get(rank).copied()
 }
 
+/// How the payments' answers sit with their deadlines.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Timing {
+    /// Payments sent without a final answer (out of retries, or refused).
+    unanswered: u64,
+    /// Answers the clock rules out: `paid` for a payment first sent after
+    /// its deadline, `refund_due` for one answered before it.
+    impossible: u64,
+    /// Any other answer than `paid` or `refund_due` (`duplicate`: no other
+    /// event paid these orders).
+    wrong: u64,
+    /// Payments sent in time but answered `refund_due` after the deadline,
+    /// when retries or a stall (a fault) carried them past it: the expiry
+    /// won, rightly. None in a run without faults on a healthy server.
+    delayed_past_deadline: u64,
+}
+
+fn judge_timing(placed: &[Placed]) -> Timing {
+    let mut timing = Timing::default();
+    for p in placed {
+        let Some(payment) = &p.payment else { continue };
+        let Some(result) = payment.result() else {
+            timing.unanswered += 1;
+            continue;
+        };
+        let against_clock = match result {
+            "paid" => payment.first_sent_ms > p.pay_by_ms,
+            "refund_due" => payment.answered_at_ms < p.pay_by_ms,
+            _ => false,
+        };
+        if against_clock {
+            timing.impossible += 1;
+            continue;
+        }
+        match (p.fate, result) {
+            (Fate::OnTime, "paid") | (Fate::Late, "refund_due") => {}
+            (Fate::OnTime, "refund_due") => timing.delayed_past_deadline += 1,
+            _ => timing.wrong += 1,
+        }
+    }
+    timing
+}
+
+/// Events delivered once more after the run, and how many answered
+/// differently from their first final answer.
+#[derive(Debug, Default)]
+struct Redelivered {
+    sent: u64,
+    differed: u64,
+}
+
+/// Delivers every answered payment's event again, as a provider that
+/// retries long after does; each must answer exactly as it did.
+async fn redeliver(
+    client: &reqwest::Client,
+    args: &PaymentsArgs,
+    placed: &[Placed],
+) -> Redelivered {
+    let mut out = Redelivered::default();
+    for (n, p) in placed.iter().enumerate() {
+        let Some(first) = p.payment.as_ref().and_then(|pay| pay.answer.as_ref()) else {
+            continue;
+        };
+        let again = pay(client, args, n as u64, p).await;
+        out.sent += 1;
+        if again.answer.as_ref() != Some(first) {
+            out.differed += 1;
+        }
+    }
+    out
+}
+
+impl PaymentsSummary {
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+}
+
 /// Runs the drop day and checks it.
 ///
 /// # Errors
@@ -452,11 +674,11 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<bool> {
     let client = crate::drive::client()?;
     let mut buyers = Vec::with_capacity(args.buyers as usize);
     for _ in 0..args.buyers {
-        buyers.push(crate::setup::new_buyer(&client, &args.target).await?);
+        buyers.push(crate::setup::new_buyer(&client, &args.targets[0]).await?);
     }
     let item = crate::setup::create_item(
         &client,
-        &args.target,
+        &args.targets[0],
         &args.admin_token,
         &serde_json::json!({
             "title": format!("Drop day ({})", args.label),
@@ -535,25 +757,17 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<bool> {
             format!("{} awaiting", by_status("awaiting_payment")),
         ),
     ];
-    let on_time_wrong: Vec<&Placed> = tally
-        .placed
-        .iter()
-        .filter(|p| p.fate == Fate::OnTime && p.answered.as_deref() != Some("paid"))
-        .collect();
-    let late_wrong: Vec<&Placed> = tally
-        .placed
-        .iter()
-        .filter(|p| p.fate == Fate::Late && p.answered.as_deref() != Some("refund_due"))
-        .collect();
+    let timing = judge_timing(&tally.placed);
     checks.push(check(
-        "payments in time answered paid, late ones refund_due",
-        on_time_wrong.is_empty() && late_wrong.is_empty(),
+        "every payment answered, as its timing allows",
+        timing.unanswered == 0 && timing.impossible == 0 && timing.wrong == 0,
         format!(
-            "{} of {} in time not paid, {} of {} late not refund_due",
-            on_time_wrong.len(),
-            count(Fate::OnTime),
-            late_wrong.len(),
-            count(Fate::Late)
+            "{} of {} payments without a final answer; {} answered against the clock (paid though first sent after the deadline, or refund_due though answered before it); {} answered neither paid nor refund_due; {} sent in time, carried past the deadline by retries or a stall and rightly refund_due",
+            timing.unanswered,
+            tally.placed.iter().filter(|p| p.payment.is_some()).count(),
+            timing.impossible,
+            timing.wrong,
+            timing.delayed_past_deadline
         ),
     ));
     let replays: Vec<bool> = tally
@@ -568,6 +782,15 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<bool> {
             "{} of {} repeated deliveries answered differently",
             replays.iter().filter(|same| !**same).count(),
             replays.len()
+        ),
+    ));
+    let redelivered = redeliver(&client, &args, &tally.placed).await;
+    checks.push(check(
+        "every event delivered again after the run (after every fault) answers as before",
+        redelivered.differed == 0,
+        format!(
+            "{} of {} answered differently",
+            redelivered.differed, redelivered.sent
         ),
     ));
     if s["counter"].is_i64() {
@@ -600,8 +823,8 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<bool> {
             .iter()
             .filter(|p| {
                 let status = status_of.get(p.order_id.as_str()).map(|(s, _)| *s);
-                match p.answered.as_deref() {
-                    Some(answer) => status != Some(answer),
+                match &p.payment {
+                    Some(payment) => payment.result().is_some_and(|r| status != Some(r)),
                     None => !matches!(status, Some("expired")),
                 }
             })
@@ -610,7 +833,7 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<bool> {
             "no order both paid and expired: every unit paid for is held, never resold",
             both == 0 && disagree == 0,
             format!(
-                "{both} rows paid with an expiry or refunded without one; {disagree} orders whose database status differs from what their payment (or its absence) answered"
+                "{both} rows paid with an expiry or refunded without one; {disagree} orders whose database status differs from what their payment answered (or, never paid, are not expired)"
             ),
         ));
         let (n, times) = resales(&rows, args.stock);
@@ -625,12 +848,10 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<bool> {
         paid_on_time: count(Fate::OnTime),
         paid_late: count(Fate::Late),
         never_paid: count(Fate::Never),
-        answers: tally
-            .codes
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .chain((tally.failed > 0).then(|| ("no_answer".to_owned(), tally.failed)))
-            .collect(),
+        delayed_past_deadline: timing.delayed_past_deadline,
+        retries: tally.retries,
+        redelivered: redelivered.sent,
+        answers: tally.codes.clone(),
         units_returned: returned,
         units_resold: resold,
         resale_p50_s: quantile(&waited, 0.5),
@@ -655,7 +876,7 @@ pub async fn run(args: PaymentsArgs) -> anyhow::Result<bool> {
             serde_json::to_string_pretty(&summary)?,
         )?;
     }
-    Ok(summary.checks.iter().all(|c| c.passed))
+    Ok(summary.passed())
 }
 
 #[cfg(test)]
@@ -674,7 +895,7 @@ mod tests {
     #[test]
     fn fates_follow_the_fractions() {
         let args = |pay: f64, late: f64| PaymentsArgs {
-            target: "http://127.0.0.1:1".into(),
+            targets: vec!["http://127.0.0.1:1".into()],
             rate: 1,
             duration: 1.0,
             buyers: 1,
@@ -683,6 +904,7 @@ mod tests {
             late_fraction: late,
             replay_fraction: 0.0,
             late_by_ms: 0,
+            retries: 0,
             admin_token: String::new(),
             webhook_secret: String::new(),
             database_url: None,
@@ -698,6 +920,64 @@ mod tests {
         assert!((800..=1_200).contains(&late), "{late}");
         assert!((0..100).all(|n| fate_of(&args(0.0, 0.0), 1, n) == Fate::Never));
         assert!(args(1.5, 0.0).validate().is_err());
+    }
+
+    #[test]
+    fn payment_answers_are_judged_against_their_deadline() {
+        let placed = |fate: Fate, result: &str, attempts: u32, sent: i64, answered: i64| Placed {
+            order_id: "o".into(),
+            fate,
+            amount_cents: 1,
+            pay_by_ms: 1_000,
+            event_id: "e".into(),
+            payment: Some(Payment {
+                answer: (!result.is_empty()).then(|| serde_json::json!({ "result": result })),
+                attempts,
+                first_sent_ms: sent,
+                answered_at_ms: answered,
+            }),
+            replay_matched: None,
+        };
+        let judged = |p: Placed| judge_timing(&[p]);
+        assert_eq!(
+            judged(placed(Fate::OnTime, "paid", 1, 400, 410)),
+            Timing::default()
+        );
+        assert_eq!(
+            judged(placed(Fate::Late, "refund_due", 1, 1_500, 1_510)),
+            Timing::default()
+        );
+        assert_eq!(
+            judged(placed(Fate::OnTime, "refund_due", 4, 400, 1_200)).delayed_past_deadline,
+            1,
+            "retried through a fault past the deadline: the expiry won"
+        );
+        assert_eq!(
+            judged(placed(Fate::OnTime, "refund_due", 1, 400, 410)).impossible,
+            1,
+            "refunded although answered before the deadline"
+        );
+        assert_eq!(
+            judged(placed(Fate::OnTime, "paid", 3, 1_100, 1_200)).impossible,
+            1,
+            "paid although first sent after the deadline"
+        );
+        assert_eq!(
+            judged(placed(Fate::OnTime, "refund_due", 1, 900, 1_100)).delayed_past_deadline,
+            1,
+            "sent once in time, stalled past the deadline"
+        );
+        assert_eq!(
+            judged(placed(Fate::OnTime, "duplicate", 1, 400, 410)).wrong,
+            1
+        );
+        assert_eq!(
+            judged(placed(Fate::Late, "", 21, 1_500, 9_000)).unanswered,
+            1
+        );
+        let mut never = placed(Fate::Never, "", 0, 0, 0);
+        never.payment = None;
+        assert_eq!(judged(never), Timing::default());
     }
 
     #[test]
