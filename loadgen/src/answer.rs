@@ -21,8 +21,13 @@
 //! everything else in it is skipped; 2xx answers other than 201 are not
 //! parsed at all.
 
+use hyper::body::Bytes;
 use serde::Deserialize;
 use std::borrow::Cow;
+use std::time::Duration;
+
+/// The header a replayed answer carries.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
 /// One answer (or its absence) as the load generator and the history
 /// checker see it.
@@ -107,6 +112,29 @@ impl Answer {
         }
         answer
     }
+}
+
+/// Sends one request through reqwest and reads its answer; the body comes
+/// back too (none when no answer came).
+pub async fn send(request: reqwest::RequestBuilder) -> (Answer, Option<Bytes>) {
+    let Ok(response) = request.send().await else {
+        return (Answer::none(), None);
+    };
+    let status = response.status().as_u16();
+    let replayed = response.headers().get(IDEMPOTENT_REPLAYED).cloned();
+    match response.bytes().await {
+        Ok(body) => (
+            Answer::read(status, replayed.as_ref().map(|v| v.as_bytes()), &body),
+            Some(body),
+        ),
+        Err(_) => (Answer::none(), None),
+    }
+}
+
+/// How long a careful client waits before retry `attempt` (from 1): 100 ms
+/// more each time, at most a second.
+pub fn retry_pause(attempt: u32) -> Duration {
+    Duration::from_millis(100 * u64::from(attempt.min(10)))
 }
 
 #[cfg(test)]

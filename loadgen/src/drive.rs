@@ -25,7 +25,7 @@
 //! spends as little CPU per request as it can and leaves the rest to the
 //! server it measures.
 
-use crate::answer::Answer;
+use crate::answer::{Answer, IDEMPOTENT_REPLAYED};
 use crate::cli::{Endpoint, RunArgs};
 use crate::history::replay::KeyRef;
 use crate::history::{Event, History, Payload, Purpose, Recorder};
@@ -34,9 +34,6 @@ use hdrhistogram::Histogram;
 use hyper::body::Bytes;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// The header that marks a replayed answer.
-const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
 /// At most this many requests in flight in the open model.
 const MAX_IN_FLIGHT: usize = 20_000;
@@ -309,7 +306,7 @@ async fn fire(client: &reqwest::Client, plan: &Plan, shot: &Shot) -> Answer {
         }
         attempt += 1;
         purpose = Purpose::Retry;
-        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt).min(10))).await;
+        tokio::time::sleep(crate::answer::retry_pause(attempt)).await;
     }
 }
 
@@ -341,22 +338,7 @@ async fn fire_once(client: &reqwest::Client, plan: &Plan, shot: &Shot) -> (Answe
             request
         }
     };
-    let Ok(response) = request
-        .timeout(Duration::from_secs_f64(plan.args.request_timeout))
-        .send()
-        .await
-    else {
-        return (Answer::none(), None);
-    };
-    let status = response.status().as_u16();
-    let replayed = response.headers().get(IDEMPOTENT_REPLAYED).cloned();
-    match response.bytes().await {
-        Ok(body) => (
-            Answer::read(status, replayed.as_ref().map(|v| v.as_bytes()), &body),
-            Some(body),
-        ),
-        Err(_) => (Answer::none(), None),
-    }
+    crate::answer::send(request.timeout(Duration::from_secs_f64(plan.args.request_timeout))).await
 }
 
 type RawConnection = hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>;

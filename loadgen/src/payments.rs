@@ -249,11 +249,6 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-/// Waits before retry `attempt` (from 1): 50 ms, doubling, at most 1 s.
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis((50u64 << attempt.min(5)).min(1_000))
-}
-
 /// The target of attempt `attempt` of request `n`: retries move on to the
 /// next instance, as behind a load balancer.
 fn target_of(args: &PaymentsArgs, n: u64, attempt: u32) -> &str {
@@ -273,30 +268,20 @@ enum Delivery {
 
 /// Delivers one signed event body once.
 async fn deliver(client: &reqwest::Client, target: &str, secret: &str, body: &str) -> Delivery {
-    let sent = client
+    let request = client
         .post(format!("{target}/api/payments/webhook"))
         .header("content-type", "application/json")
         .header(
             "Payment-Signature",
             signature(secret, now_ms() / 1000, body.as_bytes()),
         )
-        .body(body.to_owned())
-        .send()
-        .await;
-    let Ok(response) = sent else {
-        return Delivery::Retry;
-    };
-    let status = response.status().as_u16();
-    let Ok(bytes) = response.bytes().await else {
-        return Delivery::Retry;
-    };
-    if status == 200 {
-        return serde_json::from_slice(&bytes).map_or(Delivery::Retry, Delivery::Answered);
-    }
-    if Answer::read(status, None, &bytes).retryable {
-        Delivery::Retry
-    } else {
-        Delivery::Refused
+        .body(body.to_owned());
+    match crate::answer::send(request).await {
+        (answer, Some(bytes)) if answer.status == Some(200) => {
+            serde_json::from_slice(&bytes).map_or(Delivery::Retry, Delivery::Answered)
+        }
+        (answer, _) if answer.retryable => Delivery::Retry,
+        _ => Delivery::Refused,
     }
 }
 
@@ -318,7 +303,7 @@ async fn pay(client: &reqwest::Client, args: &PaymentsArgs, n: u64, placed: &Pla
         let answer = match deliver(client, target, &args.webhook_secret, &body).await {
             Delivery::Answered(body) => Some(body),
             Delivery::Retry if attempts <= args.retries => {
-                tokio::time::sleep(backoff(attempts)).await;
+                tokio::time::sleep(crate::answer::retry_pause(attempts)).await;
                 continue;
             }
             Delivery::Refused | Delivery::Retry => None,
@@ -382,33 +367,18 @@ async fn place(
     let key = uuid::Uuid::new_v4().to_string();
     let mut retries = 0;
     loop {
-        let sent = client
+        let request = client
             .post(format!("{}/api/orders", target_of(args, n, retries)))
             .header("Idempotency-Key", &key)
             .header("Cookie", cookie)
-            .json(&serde_json::json!({ "item_id": item, "qty": 1 }))
-            .send()
-            .await;
-        let (answer, body) = match sent {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let replayed = response
-                    .headers()
-                    .get("idempotent-replayed")
-                    .map(|v| v.as_bytes().to_vec());
-                match response.bytes().await {
-                    Ok(bytes) => (
-                        Answer::read(status, replayed.as_deref(), &bytes),
-                        serde_json::from_slice(&bytes).unwrap_or_default(),
-                    ),
-                    Err(_) => (Answer::none(), serde_json::Value::Null),
-                }
-            }
-            Err(_) => (Answer::none(), serde_json::Value::Null),
-        };
+            .json(&serde_json::json!({ "item_id": item, "qty": 1 }));
+        let (answer, body) = crate::answer::send(request).await;
+        let body = body
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
         if answer.retryable && retries < args.retries {
             retries += 1;
-            tokio::time::sleep(backoff(retries)).await;
+            tokio::time::sleep(crate::answer::retry_pause(retries)).await;
             continue;
         }
         return (answer, body, retries);
