@@ -168,16 +168,7 @@ fn render_run(md: &mut String, run: &Run) {
         }
         md.push_str("```\n\n");
     }
-    md.push_str("End-state checks:\n\n");
-    for c in &s.checks {
-        let _ = writeln!(
-            md,
-            "- {}: {} — {}",
-            c.name,
-            if c.passed { "ok" } else { "**FAIL**" },
-            c.detail
-        );
-    }
+    render_checks(md, "End-state checks", &s.checks);
     if let Some(v) = &s.history {
         render_verdict(md, v);
     }
@@ -273,8 +264,13 @@ fn render_payments(md: &mut String, p: &PaymentsSummary) {
         p.redelivered,
         inline(&p.answers)
     );
-    md.push_str("Payments checks:\n\n");
-    for c in &p.checks {
+    render_checks(md, "Payments checks", &p.checks);
+}
+
+/// A titled list of checks, each with its verdict and detail.
+fn render_checks(md: &mut String, title: &str, checks: &[crate::check::Check]) {
+    let _ = writeln!(md, "{title}:\n");
+    for c in checks {
         let _ = writeln!(
             md,
             "- {}: {} — {}",

@@ -75,8 +75,6 @@ pub async fn buyers(
     Ok(buyers)
 }
 
-/// Creates the buyers and the items.
-///
 /// Creates an item through the admin API (`fields`: title, price, stock and
 /// any terms of a drop) and returns its id.
 ///
@@ -106,6 +104,8 @@ pub async fn create_item(
         .ok_or_else(|| anyhow::anyhow!("an item without an id"))
 }
 
+/// Creates the buyers and the items.
+///
 /// # Errors
 /// The server refused or did not answer.
 pub async fn prepare(client: &reqwest::Client, args: &RunArgs) -> anyhow::Result<Target> {

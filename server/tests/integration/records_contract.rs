@@ -128,6 +128,14 @@ fn refusal() -> StoredResponse {
     }
 }
 
+/// A 201 answer naming order `id`.
+fn receipt(id: &str) -> StoredResponse {
+    StoredResponse {
+        status: 201,
+        body: format!(r#"{{"order_id":"{id}","item_id":1,"qty":1}}"#),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_is_exclusive_until_its_owner_finishes_it() {
     for s in subjects().await {
@@ -331,10 +339,7 @@ async fn an_order_whose_claim_redis_lost_is_stored_over_the_reloaded_records() {
         .expect("load the buyer");
 
     // The order commits; its answer is stored although the claim is gone.
-    let order = StoredResponse {
-        status: 201,
-        body: r#"{"order_id":"o-1","item_id":1,"qty":1}"#.into(),
-    };
+    let order = receipt("o-1");
     let finished = s
         .store
         .finish(&k, &hash(1), &attempt, &order, NOW + 5)
@@ -359,10 +364,7 @@ async fn an_order_whose_claim_redis_lost_is_stored_over_the_reloaded_records() {
         .finish(&k, &hash(1), &other, &refusal(), NOW + 7)
         .await;
     assert_eq!(late_refusal.ok(), Some(Finished::NotOwner));
-    let other_order = StoredResponse {
-        status: 201,
-        body: r#"{"order_id":"o-2","item_id":1,"qty":1}"#.into(),
-    };
+    let other_order = receipt("o-2");
     let second = s
         .store
         .finish(&k, &hash(1), &other, &other_order, NOW + 8)
