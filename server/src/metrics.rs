@@ -50,6 +50,7 @@ pub const ORDER_SECONDS: &str = "oversell_order_duration_seconds";
 pub const HOLDS_LIVE: &str = "oversell_holds_live";
 pub const HOLDS_REAPED: &str = "oversell_holds_reaped_total";
 pub const BREAKER_STATE: &str = "oversell_redis_breaker_state";
+pub const RECONCILE_PASSES: &str = "oversell_reconcile_passes_total";
 pub const RECONCILE_REPAIRS: &str = "oversell_reconcile_repairs_total";
 pub const RECONCILE_UNITS: &str = "oversell_reconcile_drift_units_total";
 pub const RECONCILE_DRIFTING: &str = "oversell_reconcile_drifting_items";
@@ -85,6 +86,7 @@ pub const ALL: &[&str] = &[
     HOLDS_LIVE,
     HOLDS_REAPED,
     BREAKER_STATE,
+    RECONCILE_PASSES,
     RECONCILE_REPAIRS,
     RECONCILE_UNITS,
     RECONCILE_DRIFTING,
@@ -237,6 +239,7 @@ impl Metrics {
         self.counter(HOLDS_REAPED, &[]).increment(0);
         self.gauge(HOLDS_LIVE, &[]).set(0.0);
         self.gauge(BREAKER_STATE, &[]).set(0.0);
+        self.counter(RECONCILE_PASSES, &[]).increment(0);
         self.counter(RECONCILE_REPAIRS, &[]).increment(0);
         self.counter(RECONCILE_UNITS, &[]).increment(0);
         self.gauge(RECONCILE_DRIFTING, &[]).set(0.0);
@@ -348,6 +351,10 @@ impl Metrics {
         counter(
             UNITS_RETURNED,
             "Units back on sale after their order expired unpaid.",
+        );
+        counter(
+            RECONCILE_PASSES,
+            "Reconciliation passes completed over every item (a flat line: the reconciler is not running).",
         );
         counter(
             RECONCILE_REPAIRS,

@@ -78,6 +78,7 @@ pub async fn reconcile_all(
             }
         }
     }
+    metrics.counter(m::RECONCILE_PASSES, &[]).increment(1);
     metrics
         .counter(m::RECONCILE_REPAIRS, &[])
         .increment(report.repaired);

@@ -242,8 +242,23 @@ async fn reconciliation_repairs_drift_while_orders_flow() {
 /// `server reconcile` does one pass from the command line and prints JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reconcile_command_repairs_and_reports() {
-    let app = spawn_app(Setup::redis(Backend::Postgres)).await;
+    // The server's own reconciler runs once at start and then not again
+    // during the test, so only the command can repair the drift.
+    let app = spawn_app(Setup {
+        tweak: |c| c.reservation.reconcile_interval = Duration::from_secs(86_400),
+        ..Setup::redis(Backend::Postgres)
+    })
+    .await;
     let item = app.create_item(9, None).await;
+    let started_pass_done = eventually(Duration::from_secs(10), || async {
+        let metrics = crate::harness::scrape_metrics(&app.base).await;
+        crate::harness::metric(&metrics, "oversell_reconcile_passes_total") >= 1.0
+    })
+    .await;
+    assert!(
+        started_pass_done,
+        "the server's first reconciliation pass ran"
+    );
     let redis = app.redis.as_ref().expect("redis");
     let mut conn = redis.connection().await;
     let stock_key = format!("{}inv:{{{}}}:stock", redis.prefix, item.id);
