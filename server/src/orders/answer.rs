@@ -4,8 +4,10 @@
 //! not matter: the orders table answers its replays). A definite refusal
 //! first passes the gate ([`super::refusal`]): an order the database holds
 //! for the key wins over it. The refusal is then stored where it must be
-//! kept; one that cannot be stored is not answered (the buyer hears "try
-//! again"), so no replay can later hear something else. A retryable
+//! kept (the database's copies in groups, see
+//! [`crate::records::kept_refusals`]); one that cannot be stored is not
+//! answered (the buyer hears "try again"), so no replay can later hear
+//! something else. A retryable
 //! failure drops the claim, so the same key can run again; an attempt that
 //! cannot tell whether it ordered keeps its claim without a lease, so the
 //! next attempt with the key asks the orders table before anything else.
@@ -14,6 +16,8 @@ use super::idempotency::ClaimedKey;
 use super::refusal::{Gate, Keeping, Refusal, Truth};
 use super::{Attempt, Outcome, Route};
 use crate::metrics::Metrics;
+use crate::records::kept_refusals::KeptRefusals;
+use crate::records::sql::KeptRefusal;
 use crate::records::{Finished, Records, RecordsAt, StoredResponse};
 use app::model::Receipt;
 use app::ports::Placement;
@@ -23,13 +27,16 @@ use tracing::Instrument;
 
 pub struct AnswerStage {
     records: Records,
+    kept_refusals: KeptRefusals,
     gate: Arc<Gate>,
     metrics: Arc<Metrics>,
 }
 
 impl AnswerStage {
+    /// Starts the writer of refusals kept in the database.
     pub fn new(records: Records, gate: Arc<Gate>, metrics: Arc<Metrics>) -> Self {
         Self {
+            kept_refusals: KeptRefusals::start(records.sql.clone()),
             records,
             gate,
             metrics,
@@ -123,12 +130,13 @@ impl AnswerStage {
         let durably = refusal.keeping() == Keeping::Durably && claim.records == RecordsAt::Redis;
         let mut kept = false;
         if durably {
-            match self
-                .records
-                .sql
-                .keep_durably(&claim.scope, &claim.hash, &stored, crate::db::now_ms())
-                .await
-            {
+            let refusal = KeptRefusal {
+                scope: claim.scope.clone(),
+                hash: claim.hash.clone(),
+                response: stored.clone(),
+                now_ms: crate::db::now_ms(),
+            };
+            match self.kept_refusals.keep(refusal).await {
                 Ok(()) => kept = true,
                 Err(e) => {
                     tracing::error!(error = %e, "keeping a refusal in the database failed; not answering it");

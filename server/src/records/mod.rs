@@ -22,6 +22,7 @@
 //! the orders table before it is answered (see [`crate::orders::refusal`]).
 
 pub mod generation;
+pub mod kept_refusals;
 pub mod redis;
 pub mod sql;
 
@@ -243,7 +244,7 @@ impl Finished {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("idempotency store failed: {0}")]
 pub struct RecordError(pub String);
 

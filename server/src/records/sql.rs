@@ -20,6 +20,15 @@ use sqlx::Row;
 use std::collections::HashSet;
 use std::time::Duration;
 
+/// A refusal to keep in the database ([`SqlRecords::keep_durably`]).
+#[derive(Debug, Clone)]
+pub struct KeptRefusal {
+    pub scope: KeyScope,
+    pub hash: RequestHash,
+    pub response: StoredResponse,
+    pub now_ms: i64,
+}
+
 pub struct SqlRecords {
     db: Database,
     ttl: Duration,
@@ -130,45 +139,50 @@ impl SqlRecords {
         Ok(inserted == 1)
     }
 
-    /// Keeps a refusal in the database too, so losing Redis cannot lose it:
-    /// a new done record, or the running claim of the same payload turned
-    /// done. A record already done stays as it is.
+    /// Keeps refusals in the database too, so losing Redis cannot lose
+    /// them: one insert of new done records for the whole group; when some
+    /// key already had a record, each running claim of the same payload is
+    /// then turned done. A record already done stays as it is.
     ///
     /// # Errors
-    /// Database failures.
-    pub async fn keep_durably(
-        &self,
-        scope: &KeyScope,
-        hash: &RequestHash,
-        response: &StoredResponse,
-        now_ms: i64,
-    ) -> Result<(), RecordError> {
-        let insert = self.insert_ignore(
+    /// Database failures: none of the group may be answered.
+    pub async fn keep_durably(&self, group: &[KeptRefusal]) -> Result<(), RecordError> {
+        if group.is_empty() {
+            return Ok(());
+        }
+        let rows = vec!["(?, ?, ?, 'done', 0, ?, ?, ?)"; group.len()].join(", ");
+        let insert = self.insert_ignore(&format!(
             "(buyer, idempotency_key, request_hash, state, lease_until, expires_at, response_status, response_body) \
-             VALUES (?, ?, ?, 'done', 0, ?, ?, ?)",
+             VALUES {rows}"
+        ));
+        // Groups vary in size: a prepared statement per size would crowd
+        // each connection's statement cache.
+        let mut query = sqlx::query(&insert).persistent(false);
+        for kept in group {
+            query = query
+                .bind(kept.scope.buyer.as_str())
+                .bind(kept.scope.key.as_str())
+                .bind(kept.hash.as_str())
+                .bind(kept.now_ms + self.ttl_ms())
+                .bind(i64::from(kept.response.status))
+                .bind(kept.response.body.as_str());
+        }
+        let inserted = query.execute(self.db.pool()).await?.rows_affected();
+        if inserted == group.len() as u64 {
+            return Ok(());
+        }
+        let update = self.db.sql(
+            "UPDATE idempotency_records SET state = 'done', response_status = ?, response_body = ?, expires_at = ? \
+             WHERE buyer = ? AND idempotency_key = ? AND request_hash = ? AND state = 'running'",
         );
-        let inserted = sqlx::query(&insert)
-            .bind(scope.buyer.as_str())
-            .bind(scope.key.as_str())
-            .bind(hash.as_str())
-            .bind(now_ms + self.ttl_ms())
-            .bind(i64::from(response.status))
-            .bind(response.body.as_str())
-            .execute(self.db.pool())
-            .await?
-            .rows_affected();
-        if inserted == 0 {
-            let update = self.db.sql(
-                "UPDATE idempotency_records SET state = 'done', response_status = ?, response_body = ?, expires_at = ? \
-                 WHERE buyer = ? AND idempotency_key = ? AND request_hash = ? AND state = 'running'",
-            );
+        for kept in group {
             sqlx::query(&update)
-                .bind(i64::from(response.status))
-                .bind(response.body.as_str())
-                .bind(now_ms + self.ttl_ms())
-                .bind(scope.buyer.as_str())
-                .bind(scope.key.as_str())
-                .bind(hash.as_str())
+                .bind(i64::from(kept.response.status))
+                .bind(kept.response.body.as_str())
+                .bind(kept.now_ms + self.ttl_ms())
+                .bind(kept.scope.buyer.as_str())
+                .bind(kept.scope.key.as_str())
+                .bind(kept.hash.as_str())
                 .execute(self.db.pool())
                 .await?;
         }

@@ -5,12 +5,14 @@
 use crate::harness::{Backend, TestDb, TestRedis};
 use app::domain::{BuyerId, IdempotencyKey, ItemId, Quantity};
 use app::model::OrderRequest;
+use futures_util::future::join_all;
 use server::background::BackgroundTask;
 use server::config::RedisTarget;
 use server::db::Database;
 use server::records::generation::RecordsGeneration;
+use server::records::kept_refusals::KeptRefusals;
 use server::records::redis::RedisRecords;
-use server::records::sql::SqlRecords;
+use server::records::sql::{KeptRefusal, SqlRecords};
 use server::records::{
     CLAIM_LEASE, Claimed, Finished, KeyScope, LeaseOwner, Proof, Record, RecordStore, RequestHash,
     StoredResponse,
@@ -374,4 +376,61 @@ async fn an_order_whose_claim_redis_lost_is_stored_over_the_reloaded_records() {
         s.store.lookup(&k, NOW + 9).await.ok(),
         Some(Some(Record::Done(order)))
     );
+}
+
+/// Refusals kept in the database through the group writer, more at once
+/// than one group takes: each is kept, a running claim of the same payload
+/// is turned done, a key sent twice is kept once, and a record already done
+/// keeps its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_kept_in_groups_are_each_kept_and_never_replace_an_answer() {
+    for backend in [Backend::Sqlite, Backend::Postgres, Backend::MySql] {
+        let (_test_db, db) = database(backend).await;
+        let sql = Arc::new(SqlRecords::new(db, TTL, true));
+        let buyer = BuyerId::parse(&uuid::Uuid::new_v4().to_string()).expect("buyer");
+        let running = scope(&buyer, "running");
+        let claimed = sql
+            .claim(&running, &hash(1), &LeaseOwner::new(), NOW, None)
+            .await;
+        assert_eq!(claimed.ok(), Some(Claimed::Run(Proof::NoOrder)));
+        let answered = scope(&buyer, "answered");
+        let owner = LeaseOwner::new();
+        let claimed = sql.claim(&answered, &hash(1), &owner, NOW, None).await;
+        assert_eq!(claimed.ok(), Some(Claimed::Run(Proof::NoOrder)));
+        let finished = sql
+            .finish(&answered, &hash(1), &owner, &receipt("o-1"), NOW + 1)
+            .await;
+        assert_eq!(finished.ok(), Some(Finished::Stored));
+
+        let fresh: Vec<KeyScope> = (0..300)
+            .map(|n| scope(&buyer, &format!("fresh-{n}")))
+            .collect();
+        let mut sent = fresh.clone();
+        sent.extend([running.clone(), answered.clone(), fresh[7].clone()]);
+        let writer = KeptRefusals::start(sql.clone());
+        let kept = join_all(sent.into_iter().map(|scope| {
+            writer.keep(KeptRefusal {
+                scope,
+                hash: hash(1),
+                response: refusal(),
+                now_ms: NOW + 2,
+            })
+        }))
+        .await;
+        assert!(kept.iter().all(Result::is_ok), "{backend:?}: {kept:?}");
+
+        for k in fresh.iter().chain([&running]) {
+            assert_eq!(
+                sql.lookup(k, NOW + 3).await.ok(),
+                Some(Some(Record::Done(refusal()))),
+                "{backend:?}: {}",
+                k.key.as_str()
+            );
+        }
+        assert_eq!(
+            sql.lookup(&answered, NOW + 3).await.ok(),
+            Some(Some(Record::Done(receipt("o-1")))),
+            "{backend:?}"
+        );
+    }
 }
