@@ -13,7 +13,8 @@
 -- ARGV[4+i]  hash of attempt i's payload
 --
 -- Returns one integer per attempt: 1 when its key was proven new (no record,
--- the buyer's marker of this generation) and now holds the answer (done, as
+-- the buyer's marker of this generation, settled: a marker still carrying
+-- its "@<ms>" goes through idempotency_claim) and now holds the answer (done, as
 -- idempotency_finish leaves it), 0 otherwise: that attempt must claim its
 -- key alone (idempotency_claim).
 

@@ -5,7 +5,12 @@
 --                           owner, lease_until
 -- KEYS[2] idem:{buyer}      the buyer's marker: the generation whose records
 --                           hold every answer the database keeps for this
---                           buyer (see orders/idempotency/generation.rs)
+--                           buyer (see records/generation.rs), as
+--                           "<generation>", or "<generation>@<ms>" when the
+--                           answers were loaded again (after Redis lost
+--                           them): until <ms>, an attempt that claimed before
+--                           the loss may still commit an order, so a new key
+--                           is not proven to have none
 -- ARGV[1] hash of the request payload
 -- ARGV[2] now, ms since epoch
 -- ARGV[3] lease, ms: a running claim older than this was abandoned (its
@@ -29,15 +34,36 @@
 --   {3, status, body} the key was used with another payload (the stored
 --                     answer when done, else status 0)
 --   {4, 0, ''}        proven new; now holds the given answer
+--   {8, 0, ''}        claimed; new here, but the buyer's answers were loaded
+--                     again less than a lease ago: an attempt from before
+--                     may still commit an order for this key
 
 local generation = ARGV[6]
 local proving = generation ~= ''
-if proving and redis.call('GET', KEYS[2]) ~= generation then
-  return {7, 0, ''}
+local now = tonumber(ARGV[2])
+local settling = false
+if proving then
+  local marker = redis.call('GET', KEYS[2])
+  local marked, trusted_from = string.match(marker or '', '^([^@]+)@(%d+)$')
+  if not marked then
+    marked = marker
+  end
+  if marked ~= generation then
+    return {7, 0, ''}
+  end
+  if trusted_from then
+    if tonumber(trusted_from) > now then
+      settling = true
+    else
+      -- Settled: every attempt from before the loss is past its lease.
+      redis.call('SET', KEYS[2], generation, 'KEEPTTL')
+    end
+  end
 end
 local rec = redis.call('HMGET', KEYS[1], 'hash', 'state', 'status', 'body', 'lease_until')
-local now = tonumber(ARGV[2])
 if not rec[1] then
+  -- A known sell-out stands even while settling: no attempt from before
+  -- the loss can commit an order for an item with no unit left.
   if proving and ARGV[7] then
     redis.call('HSET', KEYS[1], 'hash', ARGV[1], 'state', 'done', 'status', ARGV[7], 'body', ARGV[8])
     redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
@@ -46,6 +72,9 @@ if not rec[1] then
   redis.call('HSET', KEYS[1], 'hash', ARGV[1], 'state', 'running', 'owner', ARGV[5],
     'lease_until', now + tonumber(ARGV[3]))
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
+  if settling then
+    return {8, 0, ''}
+  end
   if proving then
     return {0, 0, ''}
   end

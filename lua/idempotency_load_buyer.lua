@@ -7,7 +7,10 @@
 --
 -- KEYS[1]   idem:{buyer} marker
 -- KEYS[1+i] idem:{buyer}:key of answer i
--- ARGV[1]   generation
+-- ARGV[1]   the marker: "<generation>@<ms>", where <ms> is when every
+--           attempt that may have claimed a key before Redis lost it is
+--           past its lease (until then no new key of this buyer is proven
+--           to have no order; see idempotency_claim)
 -- ARGV[2]   time to keep the marker, ms (shorter than the records' time, so
 --           a marker never outlives a record it vouched for)
 -- ARGV[3]   time to keep the records, ms

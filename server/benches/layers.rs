@@ -162,6 +162,7 @@ async fn bench_ledger_on(name: &str, db: Database) {
             strategy: server::orders::strategy::Strategy::LedgerOnly,
             pass: None,
             reserved: false,
+            commit_by: std::time::Instant::now() + server::records::COMMIT_WITHIN,
         };
         let started = Instant::now();
         ledger.write(order).await.expect("write");

@@ -13,7 +13,7 @@
 //! next attempt with the key asks the orders table before anything else.
 
 use super::idempotency::ClaimedKey;
-use super::refusal::{Gate, Keeping, Refusal, Truth};
+use super::refusal::{Gate, Keeping, Proof, Refusal, Truth};
 use super::{Attempt, Outcome, Route};
 use crate::metrics::Metrics;
 use crate::records::kept_refusals::KeptRefusals;
@@ -75,13 +75,21 @@ impl AnswerStage {
                 self.drop_claim(&claim, refusal).await
             }
             Outcome::Refused(refusal) => {
+                // A refusal a new decision would repeat (no unit left and no
+                // hold to give one back, no such item) stands even while the
+                // buyer's records settle: no attempt from before Redis lost
+                // them can commit an order that contradicts it.
+                let proof = match claim.proof {
+                    Proof::Unsettled if refusal.keeping() == Keeping::ClaimStore => Proof::NoOrder,
+                    proof => proof,
+                };
                 let truth = self
                     .gate
                     .truth(
                         &attempt.buyer,
                         &attempt.key,
                         &claim.hash,
-                        claim.proof,
+                        proof,
                         claim.records,
                     )
                     .await;
@@ -93,6 +101,7 @@ impl AnswerStage {
                         stored.replay()
                     }
                     Ok(Truth::OtherPayload) => self.drop_claim(&claim, Refusal::KeyReused).await,
+                    Ok(Truth::NotYet) => self.drop_claim(&claim, Refusal::RecordsSettling).await,
                     Err(e) => {
                         tracing::error!(error = %e, "the gate cannot read the orders table; not answering the refusal");
                         self.drop_claim(&claim, Refusal::Unavailable).await

@@ -19,7 +19,8 @@ use super::{Attempt, Route};
 use crate::metrics::{self as m, Metrics};
 use crate::records::generation::RecordsGeneration;
 use crate::records::{
-    Claimed, KeyScope, LeaseOwner, Proof, Records, RecordsAt, RequestHash, StoredResponse,
+    COMMIT_WITHIN, Claimed, KeyScope, LeaseOwner, Proof, Records, RecordsAt, RequestHash,
+    StoredResponse,
 };
 use crate::reservation::breaker::RedisCall;
 use crate::reservation::guard::RedisGuard;
@@ -37,6 +38,9 @@ pub struct ClaimedKey {
     pub owner: LeaseOwner,
     pub proof: Proof,
     pub records: RecordsAt,
+    /// The claim's lease, less a margin: the ledger commits no order after
+    /// it ([`crate::records::COMMIT_WITHIN`]).
+    pub commit_by: Instant,
 }
 
 /// What stage 1 decided.
@@ -133,7 +137,9 @@ impl ClaimStage {
 
         // Twice at most: the second round follows loading the buyer.
         let mut loaded = false;
+        let mut commit_by;
         let claimed = loop {
+            commit_by = Instant::now() + COMMIT_WITHIN;
             match store
                 .claim(&scope, &hash, &owner, crate::db::now_ms(), answer)
                 .await
@@ -175,6 +181,7 @@ impl ClaimStage {
                     owner,
                     proof,
                     records: route.records,
+                    commit_by,
                 })
             }
             Claimed::Answered => {
@@ -234,7 +241,7 @@ impl ClaimStage {
                         self.count("replay", route);
                         Claim::Answered(stored.replay())
                     }
-                    Ok(Truth::Nothing | Truth::OtherPayload) => {
+                    Ok(Truth::Nothing | Truth::NotYet | Truth::OtherPayload) => {
                         self.count("mismatch", route);
                         Claim::Answered(refuse(Refusal::KeyReused))
                     }
@@ -280,7 +287,9 @@ impl ClaimStage {
             .sql
             .durable_answers(&scope.buyer, crate::db::now_ms())
             .await?;
-        redis.load_buyer(&scope.buyer, current, &answers).await
+        redis
+            .load_buyer(&scope.buyer, current, &answers, crate::db::now_ms())
+            .await
     }
 }
 

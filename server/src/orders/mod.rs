@@ -294,7 +294,7 @@ impl OrderPipeline {
                 let written = self
                     .stages
                     .ledger
-                    .run(&attempt, &route, held.is_some())
+                    .run(&attempt, &route, held.is_some(), claimed.commit_by)
                     .await;
                 self.stages
                     .settle

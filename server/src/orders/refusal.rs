@@ -21,6 +21,16 @@
 //! (a claim taken over after its lease, a store that lost its data, orders
 //! going around Redis).
 //!
+//! # After Redis loses a buyer's records
+//!
+//! An attempt that claimed a key before the loss may still be running, and
+//! its claim is gone. So for one lease after the buyer's answers are loaded
+//! again, a new key's claim is [`Proof::Unsettled`]: a refusal found no
+//! order in the database is answered "try again" and not stored, and the
+//! ledger commits no order later than [`crate::records::COMMIT_WITHIN`]
+//! after its claim. Once the lease has passed, every attempt from before
+//! the loss has committed or never will, and claims prove again.
+//!
 //! # Keeping refusals
 //!
 //! A definite refusal is stored before it is answered. Redis alone keeps a
@@ -61,6 +71,10 @@ pub enum Refusal {
     /// A store or the database failed and nothing was ordered: the same key
     /// may be tried again.
     Unavailable,
+    /// The buyer's records were lost by Redis and loaded again less than a
+    /// lease ago: an attempt from before may still order under this key, so
+    /// no refusal is final yet.
+    RecordsSettling,
     /// The order's COMMIT went unacknowledged and the orders table could not
     /// be read: it may or may not exist. The same key may be tried again; its
     /// next attempt asks the orders table before anything else.
@@ -128,6 +142,11 @@ impl Refusal {
                 ErrorCode::Unavailable,
                 "the shop is busy; nothing was ordered, try again",
             ),
+            Self::RecordsSettling => OrderError::new(
+                ErrorCode::Unavailable,
+                "the shop is recovering this buyer's recent orders; try again in a few seconds with the same key",
+            )
+            .retry_after(2),
             Self::OutcomeUnknown => OrderError::new(
                 ErrorCode::Unavailable,
                 "the shop could not confirm this order yet; try again with the same key to learn its outcome",
@@ -208,6 +227,10 @@ pub enum Truth {
     Stored(StoredResponse),
     /// An order or a kept refusal with another payload.
     OtherPayload,
+    /// Nothing yet, but an attempt from before Redis lost the buyer's
+    /// records may still commit an order ([`Proof::Unsettled`]): the
+    /// refusal is not final.
+    NotYet,
 }
 
 /// The gate: reads the truth about a key from the database when the
@@ -247,7 +270,8 @@ impl Gate {
             });
         }
         if records == RecordsAt::Database {
-            // The claim read these records itself.
+            // The claim read these records itself (and proves nothing
+            // unsettled: only Redis records are reloaded).
             return Ok(Truth::Nothing);
         }
         let scope = KeyScope {
@@ -256,6 +280,7 @@ impl Gate {
         };
         Ok(
             match self.sql.kept_answer(&scope, crate::db::now_ms()).await? {
+                None if proof == Proof::Unsettled => Truth::NotYet,
                 None => Truth::Nothing,
                 Some((kept, stored)) if kept == *hash => Truth::Stored(stored),
                 Some(_) => Truth::OtherPayload,
@@ -295,6 +320,7 @@ mod tests {
             ),
             (Refusal::Unavailable, "unavailable", true),
             (Refusal::OutcomeUnknown, "unavailable", true),
+            (Refusal::RecordsSettling, "unavailable", true),
             (Refusal::InProgress, "request_in_progress", true),
             (Refusal::KeyReused, "idempotency_key_reused", false),
             (

@@ -270,6 +270,10 @@ fn refusal_of(refusal: LedgerRefusal) -> Refusal {
             );
             Refusal::Unavailable
         }
+        LedgerRefusal::LeaseRanOut => {
+            tracing::warn!("an order stalled past its claim's lease and was rolled back");
+            Refusal::Unavailable
+        }
         LedgerRefusal::Database(e) => {
             tracing::error!(error = %e, "ledger write failed");
             Refusal::Unavailable

@@ -41,6 +41,13 @@ use std::time::Duration;
 /// may have ordered.
 pub const CLAIM_LEASE: Duration = Duration::from_secs(10);
 
+/// An attempt commits its order within this time of its claim, or not at
+/// all: the lease less a margin for the instances' clocks and the COMMIT's
+/// own trip. Past the lease its claim may be taken over, or (after Redis
+/// lost it) the buyer's reloaded records may prove the key new; an order
+/// committed then could contradict the answer given meanwhile.
+pub const COMMIT_WITHIN: Duration = Duration::from_secs(8);
+
 /// A key as seen by one buyer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyScope {
@@ -191,6 +198,12 @@ pub enum Proof {
     /// Not proven (a takeover, a store that cannot vouch for its records):
     /// a refusal is checked against the orders table first.
     Unproven,
+    /// Not proven, and not final yet: the buyer's records were loaded again
+    /// (Redis lost them) less than a lease ago, so an attempt that claimed
+    /// the key before the loss may still commit an order for it. A refusal
+    /// is checked against the orders table, and when nothing is there it
+    /// is answered as "try again", never stored.
+    Unsettled,
 }
 
 /// The answer of [`RecordStore::claim`].

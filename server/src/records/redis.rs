@@ -126,7 +126,9 @@ impl RedisRecords {
     }
 
     /// Writes a buyer's durable answers (read from the database just
-    /// before) and marks the buyer's records complete for `generation`.
+    /// before, at `now_ms`) and marks the buyer's records complete for
+    /// `generation`, settled one lease later: until then an attempt that
+    /// claimed before Redis lost the records may still commit.
     ///
     /// # Errors
     /// The store is unreachable.
@@ -135,10 +137,14 @@ impl RedisRecords {
         buyer: &BuyerId,
         generation: Generation,
         answers: &[DurableAnswer],
+        now_ms: i64,
     ) -> Result<(), RecordError> {
         let mut invocation = LOAD_BUYER.key(self.marker_key(buyer));
         invocation
-            .arg(generation.get())
+            .arg(format!(
+                "{generation}@{}",
+                now_ms + CLAIM_LEASE.as_millis() as i64
+            ))
             .arg(self.marker_ttl_ms())
             .arg(self.ttl_ms());
         for answer in answers {
@@ -257,6 +263,7 @@ impl RecordStore for RedisRecords {
         Ok(match state {
             0 => Claimed::Run(Proof::NoOrder),
             5 | 6 => Claimed::Run(Proof::Unproven),
+            8 => Claimed::Run(Proof::Unsettled),
             7 => Claimed::LoadBuyer,
             1 => match stored() {
                 Some(stored) => Claimed::Replay(stored, proof),

@@ -87,6 +87,7 @@ async fn the_same_buyer_and_key_never_produce_two_orders_even_when_racing() {
             strategy: Strategy::LedgerOnly,
             pass: None,
             reserved: false,
+            commit_by: std::time::Instant::now() + server::records::COMMIT_WITHIN,
         };
         let results = join_all((0..20).map(|_| ledger.write(order.clone()))).await;
         let mut created = Vec::new();
@@ -157,6 +158,7 @@ fn batched(buyer: &str, key: &str, item: app::domain::ItemId, qty: i64) -> Ledge
         strategy: Strategy::LedgerOnly,
         pass: None,
         reserved: false,
+        commit_by: std::time::Instant::now() + server::records::COMMIT_WITHIN,
     }
 }
 
@@ -261,5 +263,56 @@ async fn coalesced_writes_under_a_burst_sell_exactly_the_stock() {
         assert_eq!(app.orders_in_db(&item).await.1, 97);
         assert_eq!(app.item(item.id).await.stock, 0);
         assert_eq!(app.duplicate_orders().await, 0);
+    }
+}
+
+/// An order whose claim's lease runs out before its COMMIT is rolled back,
+/// alone or in a batch (where the others still commit): a replay that takes
+/// the claim over, or that Redis's reloaded records prove new, can then
+/// never be contradicted by a late commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_order_commits_after_its_claims_lease() {
+    for backend in ALL_BACKENDS {
+        let app = spawn_app(Setup::db_only(backend)).await;
+        let item = app.create_item(5, None).await;
+        let ledger = Ledger::new(
+            app.state.db.clone(),
+            Backoff {
+                max_attempts: 8,
+                base: Duration::from_millis(1),
+                cap: Duration::from_millis(20),
+            },
+            app.state.metrics.clone(),
+        );
+        let a = "00000000-0000-4000-8000-00000000000a";
+        let b = "00000000-0000-4000-8000-00000000000b";
+        let late = |key: &str| LedgerOrder {
+            commit_by: std::time::Instant::now(),
+            ..batched(a, key, item.id, 1)
+        };
+
+        let alone = ledger.write(late("late-alone")).await;
+        assert!(
+            matches!(alone, Err(LedgerRefusal::LeaseRanOut)),
+            "{backend:?}: {alone:?}"
+        );
+        assert_eq!(app.item(item.id).await.stock, 5, "{backend:?}");
+
+        let results = ledger
+            .write_batch(&[
+                batched(b, "on-time-1", item.id, 1),
+                late("late-in-batch"),
+                batched(b, "on-time-2", item.id, 1),
+            ])
+            .await;
+        assert!(matches!(results[0], Ok(Written::Created(_))), "{backend:?}");
+        assert!(
+            matches!(results[1], Err(LedgerRefusal::LeaseRanOut)),
+            "{backend:?}: {:?}",
+            results[1]
+        );
+        assert!(matches!(results[2], Ok(Written::Created(_))), "{backend:?}");
+        assert_eq!(app.item(item.id).await.stock, 3, "{backend:?}");
+        assert_eq!(app.orders_in_db(&item).await, (2, 2), "{backend:?}");
     }
 }

@@ -289,7 +289,20 @@ async fn the_database_enforces_the_limit_even_after_redis_forgot() {
     let buyer = app.buyer().await;
     assert_eq!(buyer.order(item.id, 1, "first").await.status, 201);
     redis.flushall().await;
-    let second = buyer.order(item.id, 1, "second").await;
+    // For one lease after the buyer's records are loaded again, an attempt
+    // from before the loss could still order: until then the refusal is
+    // "try again", never final.
+    let settling = buyer.order(item.id, 1, "second").await;
+    assert_eq!(
+        (
+            settling.status,
+            settling.code(),
+            &settling.body["retryable"]
+        ),
+        (503, "unavailable", &serde_json::json!(true)),
+        "{settling:?}"
+    );
+    let second = buyer.order_until_definite(item.id, 1, "second").await;
     assert_eq!((second.status, second.code()), (409, "limit_exceeded"));
     assert_eq!(app.orders_in_db(&item).await, (1, 1));
     let (counter, holds) = app.reservation_state(&item).await;

@@ -336,7 +336,7 @@ async fn an_order_whose_claim_redis_lost_is_stored_over_the_reloaded_records() {
         .expect("del");
     let current = generation.current().expect("a fresh generation reading");
     redis
-        .load_buyer(&buyer, current, &[])
+        .load_buyer(&buyer, current, &[], NOW + 1)
         .await
         .expect("load the buyer");
 
@@ -433,4 +433,60 @@ async fn refusals_kept_in_groups_are_each_kept_and_never_replace_an_answer() {
             "{backend:?}"
         );
     }
+}
+
+/// After Redis lost a buyer's records and they were loaded again, a new key
+/// proves nothing for one lease (an attempt that claimed it before the loss
+/// may still commit), while a known sell-out still stands; after the lease
+/// claims prove again, also on a clock a little behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_buyers_new_keys_prove_nothing_for_one_lease() {
+    let s = subjects()
+        .await
+        .into_iter()
+        .find(|s| s.name == "redis")
+        .expect("the redis subject");
+    let (Some(redis), Some(generation)) = (&s.redis, &s.generation) else {
+        unreachable!("the redis subject has its store and generation");
+    };
+    let buyer = BuyerId::parse(&uuid::Uuid::new_v4().to_string()).expect("buyer");
+    let current = generation.current().expect("a fresh generation reading");
+    redis
+        .load_buyer(&buyer, current, &[], NOW)
+        .await
+        .expect("load the buyer");
+    let lease = CLAIM_LEASE.as_millis() as i64;
+    let claim = |key: &'static str, at: i64, answer: Option<StoredResponse>| {
+        let (store, buyer) = (s.store.clone(), buyer.clone());
+        async move {
+            store
+                .claim(
+                    &scope(&buyer, key),
+                    &hash(1),
+                    &LeaseOwner::new(),
+                    at,
+                    answer.as_ref(),
+                )
+                .await
+                .ok()
+        }
+    };
+    assert_eq!(
+        claim("early", NOW + lease - 1, None).await,
+        Some(Claimed::Run(Proof::Unsettled))
+    );
+    assert_eq!(
+        claim("known", NOW + 1, Some(refusal())).await,
+        Some(Claimed::Answered),
+        "a known sell-out stands"
+    );
+    assert_eq!(
+        claim("settled", NOW + lease, None).await,
+        Some(Claimed::Run(Proof::NoOrder))
+    );
+    assert_eq!(
+        claim("after", NOW + 2, None).await,
+        Some(Claimed::Run(Proof::NoOrder)),
+        "the settled marker stays settled"
+    );
 }

@@ -513,3 +513,75 @@ async fn a_counter_load_does_not_count_a_hold_whose_order_committed() {
     );
     assert_eq!(app.item(item.id).await.stock, 3);
 }
+
+/// Redis loses its data while an order stalls in the ledger (its item's row
+/// stock row is locked), another buyer takes the unit the reloaded counter shows, and
+/// the stalled order's duplicate arrives. Its buyer's records are reloaded
+/// without the running claim, and the orders table has no order yet: the
+/// duplicate must not be refused for good (the stalled order then commits),
+/// so it hears "try again", and every later replay answers the order. On
+/// main before this test, the duplicate was answered 409 sold_out,
+/// definite and kept, while its key's order committed a moment later.
+async fn a_duplicate_of_an_order_whose_claim_redis_lost(backend: Backend) {
+    let redis = PrivateRedis::start().await;
+    let app = app_with_private_redis(backend, &redis, |_| {}).await;
+    let item = app.create_item(1, None).await;
+    let (buyer, rival) = (app.buyer().await, app.buyer().await);
+    let mut lock = app.state.db.pool().begin().await.expect("begin");
+    let select = app
+        .state
+        .db
+        .sql("SELECT id FROM inventory WHERE id = ? FOR UPDATE")
+        .into_owned();
+    sqlx::query(&select)
+        .bind(item.id.get())
+        .execute(&mut *lock)
+        .await
+        .expect("lock the item's row");
+
+    let stalled = buyer.order(item.id, 1, "stalled");
+    let meanwhile = async {
+        let running = eventually(Duration::from_secs(5), || async {
+            buyer.outcome("stalled").await.body["state"] == "in_progress"
+        })
+        .await;
+        assert!(running, "{backend:?}: the order runs");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        redis.flushall().await;
+        let rival_order = rival.order(item.id, 1, "rival");
+        let duplicate = async {
+            let held = eventually(Duration::from_secs(5), || async {
+                app.reservation_state(&item).await == (Some(0), 1)
+            })
+            .await;
+            // Bounded, so a failure cannot hang behind the locked row.
+            let duplicate =
+                tokio::time::timeout(Duration::from_secs(5), buyer.order(item.id, 1, "stalled"))
+                    .await;
+            lock.rollback().await.expect("release the row");
+            assert!(held, "{backend:?}: the rival holds the reloaded unit");
+            duplicate.expect("the duplicate is answered while the row is locked")
+        };
+        tokio::join!(rival_order, duplicate)
+    };
+    let (first, (_, duplicate)) = tokio::join!(stalled, meanwhile);
+    assert_eq!(first.status, 201, "{backend:?}: {first:?}");
+    assert!(
+        duplicate.status == 201 || duplicate.body["retryable"] == true,
+        "{backend:?}: a key whose order was still committing is never refused for good: {duplicate:?}"
+    );
+    let replay = buyer.order_until_definite(item.id, 1, "stalled").await;
+    assert_replays(&first, &replay);
+    lookup_says_order(&buyer, "stalled", &first.body["order_id"]).await;
+    assert_eq!(app.orders_in_db(&item).await, (1, 1), "{backend:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_of_an_order_whose_claim_redis_lost_is_not_refused_on_postgres() {
+    a_duplicate_of_an_order_whose_claim_redis_lost(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_of_an_order_whose_claim_redis_lost_is_not_refused_on_mariadb() {
+    a_duplicate_of_an_order_whose_claim_redis_lost(Backend::MySql).await;
+}

@@ -14,6 +14,11 @@
 //! written. When even that read fails, the outcome is *in doubt*: the buyer
 //! hears "try again" and the hold stays until the orders table can be read.
 //!
+//! No order commits later than its claim's lease allows
+//! ([`crate::records::COMMIT_WITHIN`]): an attempt that stalled that long
+//! rolls back and the buyer hears "try again", so a replay that takes the
+//! claim over, or that Redis's reloaded records prove new, never races it.
+//!
 //! The sale window is checked again with the database's clock, and an item
 //! with a waiting room is sold only to orders that went through the
 //! reservation store (which checked their pass): while the breaker keeps
@@ -54,6 +59,9 @@ pub struct LedgerOrder {
     /// Whether a reservation was taken for it (and with it, its pass
     /// checked): an item with a waiting room is sold only that way.
     pub reserved: bool,
+    /// No COMMIT after this: its claim's lease is running out
+    /// ([`crate::records::COMMIT_WITHIN`]).
+    pub commit_by: Instant,
 }
 
 /// A committed order.
@@ -83,6 +91,9 @@ pub enum LedgerRefusal {
     /// store can check, and the order came without a reservation.
     #[error("the waiting room needs the reservation store")]
     WaitingRoomUnavailable,
+    /// The claim's lease ran out before the COMMIT: nothing was written.
+    #[error("the claim's lease ran out before the commit")]
+    LeaseRanOut,
     /// Nothing was written.
     #[error("database failure: {0}")]
     Database(#[from] sqlx::Error),
@@ -141,6 +152,7 @@ impl LedgerStage {
         attempt: &Attempt,
         route: &Route,
         reserved: bool,
+        commit_by: Instant,
     ) -> Result<Written, LedgerRefusal> {
         let started = Instant::now();
         let written = async {
@@ -157,6 +169,7 @@ impl LedgerStage {
                     strategy: route.strategy,
                     pass: attempt.pass.as_ref().map(|p| p.as_str().to_owned()),
                     reserved,
+                    commit_by,
                 })
                 .await
         }

@@ -32,7 +32,7 @@ use app::model::{OrderStatus, Receipt};
 use rand::Rng;
 use sqlx::Row;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Retry policy for version conflicts.
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +112,8 @@ enum Attempt {
 enum BatchFailure {
     /// A key of the batch already has an order.
     Duplicate,
+    /// An order of the batch is past its commit deadline: nothing written.
+    LeaseRanOut,
     /// Nothing was written.
     Database(sqlx::Error),
     /// The COMMIT's acknowledgement was lost.
@@ -293,7 +295,11 @@ impl Ledger {
                         tokio::time::sleep(self.backoff.delay(attempt)).await;
                     }
                 }
-                Err(BatchFailure::Duplicate) => return self.write_each(batch).await,
+                // Each order alone: the late ones are refused, the others
+                // still commit.
+                Err(BatchFailure::Duplicate | BatchFailure::LeaseRanOut) => {
+                    return self.write_each(batch).await;
+                }
                 Err(BatchFailure::Database(e)) => {
                     tracing::warn!(error = %e, "batch write failed; writing its orders one by one");
                     return self.write_each(batch).await;
@@ -422,6 +428,13 @@ impl Ledger {
                 return Err(BatchFailure::Duplicate);
             }
             Err(e) => return Err(e.into()),
+        }
+        if receipts
+            .iter()
+            .any(|(_, order)| Instant::now() >= order.commit_by)
+        {
+            tx.rollback().await?;
+            return Err(BatchFailure::LeaseRanOut);
         }
         tx.commit().await.map_err(BatchFailure::CommitLost)?;
         Ok(Some(receipts.into_iter().map(|(r, _)| r).collect()))
@@ -558,6 +571,10 @@ impl Ledger {
                 return Ok(Attempt::Written(Written::AlreadyOrdered(existing.receipt)));
             }
             Err(e) => return Err(e.into()),
+        }
+        if Instant::now() >= order.commit_by {
+            tx.rollback().await?;
+            return Err(LedgerRefusal::LeaseRanOut);
         }
         if let Err(lost) = tx.commit().await {
             return self.after_lost_commit(order, lost).await;
