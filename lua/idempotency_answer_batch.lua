@@ -13,16 +13,21 @@
 -- ARGV[4+i]  hash of attempt i's payload
 --
 -- Returns one integer per attempt: 1 when its key was proven new (no record,
--- the buyer's marker of this generation, settled: a marker still carrying
--- its "@<ms>" goes through idempotency_claim) and now holds the answer (done, as
--- idempotency_finish leaves it), 0 otherwise: that attempt must claim its
--- key alone (idempotency_claim).
+-- the buyer's marker of this generation, "<generation>" or, while a
+-- reloaded buyer's records settle, "<generation>@<ms>": a known sell-out
+-- stands either way, see idempotency_claim) and now holds the answer (done,
+-- as idempotency_finish leaves it), 0 otherwise: that attempt must claim
+-- its key alone (idempotency_claim).
 
 local answered = {}
 local attempts = #KEYS / 2
 for i = 1, attempts do
   local key, marker = KEYS[2 * i - 1], KEYS[2 * i]
-  if redis.call('GET', marker) == ARGV[4] and redis.call('EXISTS', key) == 0 then
+  local marked = redis.call('GET', marker)
+  if marked then
+    marked = string.match(marked, '^([^@]+)@%d+$') or marked
+  end
+  if marked == ARGV[4] and redis.call('EXISTS', key) == 0 then
     redis.call('HSET', key, 'hash', ARGV[4 + i], 'state', 'done', 'status', ARGV[1], 'body', ARGV[2])
     redis.call('PEXPIRE', key, tonumber(ARGV[3]))
     answered[i] = 1
