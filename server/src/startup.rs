@@ -45,7 +45,7 @@ use anyhow::Context;
 use app::ports::SharedCheckout;
 use app::ports::SharedDashboard;
 use axum::Router;
-use axum::http::{HeaderName, Request};
+use axum::http::{HeaderName, HeaderValue, Request};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum_extra::extract::cookie::Key;
@@ -59,7 +59,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 
 /// How often expired idempotency records are purged from the database.
@@ -581,8 +583,24 @@ fn router(state: AppState) -> Router {
                 .unwrap_or_default();
             tracing::info_span!("http", method = %request.method(), uri = %request.uri(), request_id = %id)
         }))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(request_id, RequestIdFromThreadRng))
         .with_state(state)
+}
+
+/// Request ids as random (version 4) UUIDs from the thread's CSPRNG.
+/// tower-http's `MakeRequestUuid` asks the kernel for each one: a getrandom
+/// system call on every request of a sold-out flood.
+#[derive(Debug, Clone, Copy)]
+struct RequestIdFromThreadRng;
+
+impl MakeRequestId for RequestIdFromThreadRng {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let mut text = uuid::Uuid::encode_buffer();
+        HeaderValue::from_str(id.hyphenated().encode_lower(&mut text))
+            .ok()
+            .map(RequestId::new)
+    }
 }
 
 /// Completes on ctrl-c or SIGTERM.
