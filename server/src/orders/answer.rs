@@ -74,6 +74,17 @@ impl AnswerStage {
             Outcome::Refused(refusal) if refusal.keeping() == Keeping::Never => {
                 self.drop_claim(&claim, refusal).await
             }
+            // While the buyer's records settle, a refusal that could still
+            // be contradicted is not final: "try again", without a database
+            // read (an order committed meanwhile by an attempt from before
+            // the loss stored its answer in Redis, so a retry replays it),
+            // so the retries of a flood after a Redis loss stay off the
+            // database.
+            Outcome::Refused(refusal)
+                if claim.proof == Proof::Unsettled && refusal.keeping() == Keeping::Durably =>
+            {
+                self.drop_claim(&claim, Refusal::RecordsSettling).await
+            }
             Outcome::Refused(refusal) => {
                 // A refusal a new decision would repeat (no unit left and no
                 // hold to give one back, no such item) stands even while the
@@ -101,7 +112,6 @@ impl AnswerStage {
                         stored.replay()
                     }
                     Ok(Truth::OtherPayload) => self.drop_claim(&claim, Refusal::KeyReused).await,
-                    Ok(Truth::NotYet) => self.drop_claim(&claim, Refusal::RecordsSettling).await,
                     Err(e) => {
                         tracing::error!(error = %e, "the gate cannot read the orders table; not answering the refusal");
                         self.drop_claim(&claim, Refusal::Unavailable).await

@@ -241,7 +241,7 @@ impl ClaimStage {
                         self.count("replay", route);
                         Claim::Answered(stored.replay())
                     }
-                    Ok(Truth::Nothing | Truth::NotYet | Truth::OtherPayload) => {
+                    Ok(Truth::Nothing | Truth::OtherPayload) => {
                         self.count("mismatch", route);
                         Claim::Answered(refuse(Refusal::KeyReused))
                     }

@@ -25,10 +25,10 @@
 //!
 //! An attempt that claimed a key before the loss may still be running, and
 //! its claim is gone. So for one lease after the buyer's answers are loaded
-//! again, a new key's claim is [`Proof::Unsettled`]: a refusal found no
-//! order in the database is answered "try again" and not stored, and the
-//! ledger commits no order later than [`crate::records::COMMIT_WITHIN`]
-//! after its claim. Once the lease has passed, every attempt from before
+//! again, a new key's claim is [`Proof::Unsettled`]: a refusal that a new
+//! decision might not repeat is answered "try again" and not stored (a
+//! settled sell-out still stands), and the ledger commits no order later
+//! than [`crate::records::COMMIT_WITHIN`] after its claim. Once the lease has passed, every attempt from before
 //! the loss has committed or never will, and claims prove again.
 //!
 //! # Keeping refusals
@@ -227,10 +227,6 @@ pub enum Truth {
     Stored(StoredResponse),
     /// An order or a kept refusal with another payload.
     OtherPayload,
-    /// Nothing yet, but an attempt from before Redis lost the buyer's
-    /// records may still commit an order ([`Proof::Unsettled`]): the
-    /// refusal is not final.
-    NotYet,
 }
 
 /// The gate: reads the truth about a key from the database when the
@@ -270,8 +266,7 @@ impl Gate {
             });
         }
         if records == RecordsAt::Database {
-            // The claim read these records itself (and proves nothing
-            // unsettled: only Redis records are reloaded).
+            // The claim read these records itself.
             return Ok(Truth::Nothing);
         }
         let scope = KeyScope {
@@ -280,7 +275,6 @@ impl Gate {
         };
         Ok(
             match self.sql.kept_answer(&scope, crate::db::now_ms()).await? {
-                None if proof == Proof::Unsettled => Truth::NotYet,
                 None => Truth::Nothing,
                 Some((kept, stored)) if kept == *hash => Truth::Stored(stored),
                 Some(_) => Truth::OtherPayload,

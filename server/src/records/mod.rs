@@ -201,8 +201,8 @@ pub enum Proof {
     /// Not proven, and not final yet: the buyer's records were loaded again
     /// (Redis lost them) less than a lease ago, so an attempt that claimed
     /// the key before the loss may still commit an order for it. A refusal
-    /// is checked against the orders table, and when nothing is there it
-    /// is answered as "try again", never stored.
+    /// that a new decision might not repeat is answered "try again", never
+    /// stored; a settled sell-out stands.
     Unsettled,
 }
 

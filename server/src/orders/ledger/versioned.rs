@@ -202,6 +202,31 @@ impl Ledger {
     /// Returns one result per order, in order.
     #[tracing::instrument(name = "ledger_batch", skip_all, fields(orders = batch.len()))]
     pub async fn write_batch(&self, batch: &[LedgerOrder]) -> Vec<Result<Written, LedgerRefusal>> {
+        // Orders already past their deadline are refused before they take
+        // the row: under a stall they would otherwise hold up the others.
+        let now = Instant::now();
+        if batch.iter().all(|o| now < o.commit_by) {
+            return self.write_on_time(batch).await;
+        }
+        let on_time: Vec<LedgerOrder> = batch
+            .iter()
+            .filter(|o| now < o.commit_by)
+            .cloned()
+            .collect();
+        let mut written = self.write_on_time(&on_time).await.into_iter();
+        batch
+            .iter()
+            .map(|o| {
+                if now < o.commit_by {
+                    written.next().unwrap_or(Err(LedgerRefusal::LeaseRanOut))
+                } else {
+                    Err(LedgerRefusal::LeaseRanOut)
+                }
+            })
+            .collect()
+    }
+
+    async fn write_on_time(&self, batch: &[LedgerOrder]) -> Vec<Result<Written, LedgerRefusal>> {
         let Some(first) = batch.first() else {
             return Vec::new();
         };
@@ -478,6 +503,9 @@ impl Ledger {
     }
 
     async fn attempt(&self, order: &LedgerOrder) -> Result<Attempt, LedgerRefusal> {
+        if Instant::now() >= order.commit_by {
+            return Err(LedgerRefusal::LeaseRanOut);
+        }
         let LedgerOrder {
             buyer,
             key,
