@@ -86,12 +86,13 @@ impl AnswerStage {
                 self.drop_claim(&claim, Refusal::RecordsSettling).await
             }
             Outcome::Refused(refusal) => {
-                // A refusal a new decision would repeat (no unit left and no
-                // hold to give one back, no such item) stands even while the
-                // buyer's records settle: no attempt from before Redis lost
-                // them can commit an order that contradicts it.
+                // Under an unsettled claim only refusals a new decision would
+                // repeat reach here (no unit left and no hold to give one
+                // back, no such item): they stand, since no attempt from
+                // before Redis lost the records can commit an order that
+                // contradicts them.
                 let proof = match claim.proof {
-                    Proof::Unsettled if refusal.keeping() == Keeping::ClaimStore => Proof::NoOrder,
+                    Proof::Unsettled => Proof::NoOrder,
                     proof => proof,
                 };
                 let truth = self

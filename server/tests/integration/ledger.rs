@@ -2,7 +2,7 @@
 //! without overselling, and the unique index that makes a duplicate order
 //! impossible.
 
-use crate::harness::{ALL_BACKENDS, Backend, Setup, spawn_app};
+use crate::harness::{ALL_BACKENDS, Backend, Setup, TestApp, spawn_app};
 use app::domain::{BuyerId, IdempotencyKey, Quantity};
 use app::model::OrderRequest;
 use futures_util::future::join_all;
@@ -147,6 +147,19 @@ async fn concurrent_requests_with_one_key_give_one_order_through_the_api() {
     }
 }
 
+/// The app's ledger with a short backoff, for writing batches directly.
+fn batch_ledger(app: &TestApp) -> Ledger {
+    Ledger::new(
+        app.state.db.clone(),
+        Backoff {
+            max_attempts: 8,
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(20),
+        },
+        app.state.metrics.clone(),
+    )
+}
+
 fn batched(buyer: &str, key: &str, item: app::domain::ItemId, qty: i64) -> LedgerOrder {
     LedgerOrder {
         buyer: BuyerId::parse(buyer).expect("buyer"),
@@ -170,15 +183,7 @@ async fn a_batch_admits_in_order_while_stock_lasts_on_every_database() {
     for backend in ALL_BACKENDS {
         let app = spawn_app(Setup::db_only(backend)).await;
         let item = app.create_item(5, None).await;
-        let ledger = Ledger::new(
-            app.state.db.clone(),
-            Backoff {
-                max_attempts: 8,
-                base: Duration::from_millis(1),
-                cap: Duration::from_millis(20),
-            },
-            app.state.metrics.clone(),
-        );
+        let ledger = batch_ledger(&app);
         let a = "00000000-0000-4000-8000-00000000000a";
         let b = "00000000-0000-4000-8000-00000000000b";
         let results = ledger
@@ -266,7 +271,7 @@ async fn coalesced_writes_under_a_burst_sell_exactly_the_stock() {
     }
 }
 
-/// An order whose claim's lease runs out before its COMMIT is rolled back,
+/// An order whose claim's lease runs out before its COMMIT never commits,
 /// alone or in a batch (where the others still commit): a replay that takes
 /// the claim over, or that Redis's reloaded records prove new, can then
 /// never be contradicted by a late commit.
@@ -275,15 +280,7 @@ async fn no_order_commits_after_its_claims_lease() {
     for backend in ALL_BACKENDS {
         let app = spawn_app(Setup::db_only(backend)).await;
         let item = app.create_item(5, None).await;
-        let ledger = Ledger::new(
-            app.state.db.clone(),
-            Backoff {
-                max_attempts: 8,
-                base: Duration::from_millis(1),
-                cap: Duration::from_millis(20),
-            },
-            app.state.metrics.clone(),
-        );
+        let ledger = batch_ledger(&app);
         let a = "00000000-0000-4000-8000-00000000000a";
         let b = "00000000-0000-4000-8000-00000000000b";
         let late = |key: &str| LedgerOrder {

@@ -94,6 +94,15 @@ async fn subjects() -> Vec<Subject> {
     subjects
 }
 
+/// The Redis store alone, for tests of what only Redis records do.
+async fn redis_subject() -> Subject {
+    subjects()
+        .await
+        .into_iter()
+        .find(|s| s.name == "redis")
+        .expect("the redis subject")
+}
+
 impl Subject {
     /// A fresh buyer whose records this store vouches for (Redis: marked
     /// complete, as a newly minted buyer is).
@@ -309,11 +318,7 @@ async fn a_key_with_an_order_is_not_new_to_a_store_that_never_saw_it() {
 /// checker caught it as r2 created-and-refused on PostgreSQL).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_whose_claim_redis_lost_is_stored_over_the_reloaded_records() {
-    let s = subjects()
-        .await
-        .into_iter()
-        .find(|s| s.name == "redis")
-        .expect("the redis subject");
+    let s = redis_subject().await;
     let (Some(redis), Some(generation), Some((test_redis, _))) =
         (&s.redis, &s.generation, &s._redis)
     else {
@@ -441,11 +446,7 @@ async fn refusals_kept_in_groups_are_each_kept_and_never_replace_an_answer() {
 /// claims prove again, also on a clock a little behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reloaded_buyers_new_keys_prove_nothing_for_one_lease() {
-    let s = subjects()
-        .await
-        .into_iter()
-        .find(|s| s.name == "redis")
-        .expect("the redis subject");
+    let s = redis_subject().await;
     let (Some(redis), Some(generation)) = (&s.redis, &s.generation) else {
         unreachable!("the redis subject has its store and generation");
     };
