@@ -149,7 +149,7 @@ impl Application {
         );
 
         let state = AppState(Arc::new(AppContext {
-            cookie_key,
+            sessions: crate::session::SessionCookies::new(cookie_key),
             config,
             leptos,
             db,

@@ -45,7 +45,8 @@ pub struct AppContext {
     pub stock: Arc<StockPath>,
     /// The payment deadline, when `PAYMENT_WINDOW_SECS` is set.
     pub payments: Option<Arc<PaymentDesk>>,
-    pub cookie_key: Key,
+    /// Signs and checks the buyer and admin cookies.
+    pub sessions: crate::session::SessionCookies,
     pub admin_token: String,
     pub metrics: Arc<Metrics>,
     pub hot_items: Arc<HotItems>,
@@ -91,7 +92,7 @@ impl FromRef<AppState> for LeptosOptions {
 
 impl FromRef<AppState> for Key {
     fn from_ref(state: &AppState) -> Self {
-        state.cookie_key.clone()
+        state.sessions.key().clone()
     }
 }
 

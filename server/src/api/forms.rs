@@ -168,9 +168,11 @@ pub async fn dashboard_login(State(state): State<AppState>, Form(form): Form<Sig
         return see_other("/dashboard?error=1");
     }
     let mut response = see_other("/dashboard");
-    if let Some(cookie) =
-        crate::session::admin_cookie(&state.cookie_key, state.config.sessions.cookie_secure, true)
-    {
+    if let Some(cookie) = crate::session::admin_cookie(
+        state.sessions.key(),
+        state.config.sessions.cookie_secure,
+        true,
+    ) {
         response.headers_mut().append(SET_COOKIE, cookie);
     }
     response
@@ -180,7 +182,7 @@ pub async fn dashboard_login(State(state): State<AppState>, Form(form): Form<Sig
 pub async fn dashboard_logout(State(state): State<AppState>) -> Response {
     let mut response = see_other("/dashboard");
     if let Some(cookie) = crate::session::admin_cookie(
-        &state.cookie_key,
+        state.sessions.key(),
         state.config.sessions.cookie_secure,
         false,
     ) {

@@ -1,6 +1,6 @@
 //! `POST /api/session`: starts (or confirms) an anonymous buyer session.
 
-use crate::session::{buyer_of, mint};
+use crate::session::mint;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -11,14 +11,14 @@ use axum::response::{IntoResponse, Response};
 /// 201 with a new signed buyer cookie, or 200 when the request already
 /// carries a valid one. Body: `{"buyer_id"}`.
 pub async fn start(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(buyer) = buyer_of(&headers, &state.cookie_key) {
+    if let Some(buyer) = state.sessions.buyer_of(&headers) {
         return (
             StatusCode::OK,
             Json(serde_json::json!({ "buyer_id": buyer })),
         )
             .into_response();
     }
-    let (buyer, cookie) = mint(&state.cookie_key, state.config.sessions.cookie_secure);
+    let (buyer, cookie) = mint(state.sessions.key(), state.config.sessions.cookie_secure);
     state.welcome_buyer(&buyer).await;
     let mut response = (
         StatusCode::CREATED,
