@@ -558,7 +558,6 @@ fn router(state: AppState) -> Router {
             app::shell,
         ));
 
-    let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .nest("/api", api::router())
         // `/api/` itself is not under the nested router's fallback.
@@ -574,18 +573,22 @@ fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_panic| {
             crate::error::ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let id = request
                 .headers()
-                .get("x-request-id")
+                .get(&REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
             tracing::info_span!("http", method = %request.method(), uri = %request.uri(), request_id = %id)
         }))
-        .layer(SetRequestIdLayer::new(request_id, RequestIdFromThreadRng))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIdFromThreadRng))
         .with_state(state)
 }
+
+/// The header that carries each request's id, set here when the client
+/// sent none, and echoed in the response.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Request ids as random (version 4) UUIDs from the thread's CSPRNG.
 /// tower-http's `MakeRequestUuid` asks the kernel for each one: a getrandom

@@ -147,13 +147,13 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
 /// placed with.
 pub struct QueuePassHeader(pub Option<crate::reservation::queue::QueuePass>);
 
-pub const QUEUE_PASS: &str = "queue-pass";
+pub const QUEUE_PASS: axum::http::HeaderName = axum::http::HeaderName::from_static("queue-pass");
 
 impl<S: Send + Sync> FromRequestParts<S> for QueuePassHeader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let Some(raw) = parts.headers.get(QUEUE_PASS) else {
+        let Some(raw) = parts.headers.get(&QUEUE_PASS) else {
             return Ok(Self(None));
         };
         let raw = raw
@@ -173,7 +173,8 @@ impl<S: Send + Sync> FromRequestParts<S> for QueuePassHeader {
 /// The `Idempotency-Key` header, validated.
 pub struct IdempotencyKeyHeader(pub IdempotencyKey);
 
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub const IDEMPOTENCY_KEY: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("idempotency-key");
 
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
     type Rejection = ApiError;
@@ -181,7 +182,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let raw = parts
             .headers
-            .get(IDEMPOTENCY_KEY)
+            .get(&IDEMPOTENCY_KEY)
             .ok_or_else(|| ApiError::invalid("missing Idempotency-Key header"))?
             .to_str()
             .map_err(|_| ApiError::invalid("Idempotency-Key must be visible ASCII"))?;
