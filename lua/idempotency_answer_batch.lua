@@ -24,7 +24,8 @@ local attempts = #KEYS / 2
 for i = 1, attempts do
   local key, marker = KEYS[2 * i - 1], KEYS[2 * i]
   local marked = redis.call('GET', marker)
-  if marked then
+  -- The plain marker is the common case: no pattern match for it.
+  if marked and marked ~= ARGV[4] then
     marked = string.match(marked, '^([^@]+)@%d+$') or marked
   end
   if marked == ARGV[4] and redis.call('EXISTS', key) == 0 then
