@@ -7,12 +7,6 @@ use clap::{Parser, Subcommand};
 use server::config::Config;
 use server::startup::{Application, shutdown_signal};
 
-/// mimalloc instead of glibc's malloc: a request allocates about a hundred
-/// small blocks across worker threads, and glibc spent a fifth of a
-/// sold-out answer's CPU in them (perf, at 5,000 req/s).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "server",
