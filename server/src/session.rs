@@ -89,15 +89,12 @@ impl SessionCookies {
 fn lone_buyer_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
     let mut found = None;
     for header in headers.get_all(COOKIE) {
-        for pair in header.to_str().ok()?.split(';') {
-            let Some((name, value)) = pair.split_once('=') else {
-                continue;
-            };
-            if name.trim() == BUYER_COOKIE {
+        for cookie in Cookie::split_parse(header.to_str().ok()?).flatten() {
+            if cookie.name() == BUYER_COOKIE {
                 if found.is_some() {
                     return None;
                 }
-                found = Some(value.trim());
+                found = Some(cookie.value_raw()?);
             }
         }
     }
