@@ -65,15 +65,7 @@ async fn the_same_buyer_and_key_never_produce_two_orders_even_when_racing() {
     for backend in ALL_BACKENDS {
         let app = spawn_app(Setup::db_only(backend)).await;
         let item = app.create_item(100, None).await;
-        let ledger = Ledger::new(
-            app.state.db.clone(),
-            Backoff {
-                max_attempts: 50,
-                base: Duration::from_millis(1),
-                cap: Duration::from_millis(20),
-            },
-            app.state.metrics.clone(),
-        );
+        let ledger = short_backoff_ledger(&app, 50);
         let buyer = BuyerId::parse("00000000-0000-4000-8000-000000000001").expect("buyer");
         let key = IdempotencyKey::parse("same-intent").expect("key");
         let request = OrderRequest {
@@ -147,12 +139,13 @@ async fn concurrent_requests_with_one_key_give_one_order_through_the_api() {
     }
 }
 
-/// The app's ledger with a short backoff, for writing batches directly.
-fn batch_ledger(app: &TestApp) -> Ledger {
+/// The app's ledger with a short backoff and `max_attempts` tries, for
+/// writing to it directly.
+fn short_backoff_ledger(app: &TestApp, max_attempts: u32) -> Ledger {
     Ledger::new(
         app.state.db.clone(),
         Backoff {
-            max_attempts: 8,
+            max_attempts,
             base: Duration::from_millis(1),
             cap: Duration::from_millis(20),
         },
@@ -183,7 +176,7 @@ async fn a_batch_admits_in_order_while_stock_lasts_on_every_database() {
     for backend in ALL_BACKENDS {
         let app = spawn_app(Setup::db_only(backend)).await;
         let item = app.create_item(5, None).await;
-        let ledger = batch_ledger(&app);
+        let ledger = short_backoff_ledger(&app, 8);
         let a = "00000000-0000-4000-8000-00000000000a";
         let b = "00000000-0000-4000-8000-00000000000b";
         let results = ledger
@@ -280,7 +273,7 @@ async fn no_order_commits_after_its_claims_lease() {
     for backend in ALL_BACKENDS {
         let app = spawn_app(Setup::db_only(backend)).await;
         let item = app.create_item(5, None).await;
-        let ledger = batch_ledger(&app);
+        let ledger = short_backoff_ledger(&app, 8);
         let a = "00000000-0000-4000-8000-00000000000a";
         let b = "00000000-0000-4000-8000-00000000000b";
         let late = |key: &str| LedgerOrder {
