@@ -590,10 +590,18 @@ fn redis_losses(history: &History) -> Vec<u64> {
 /// down is decided after), whose first definite answer (for whatever
 /// payload it was) is the key's answer from then on: the server decided
 /// the key anew.
+///
+/// A loss counts from the moment the first answer was *sent*: the server
+/// may have stored it just before the loss and answered after it (a slow
+/// reply). The new part's decision is then taken from requests sent after
+/// the loss, which are surely decided after it; the answer in flight
+/// across the loss decides only when no such request did.
 fn decided_parts<'h>(k: &KeyHistory<'h>, redis_losses: &[u64]) -> Vec<KeyHistory<'h>> {
     let mut parts = Vec::new();
     let mut rest: Vec<&'h Event> = k.events.clone();
     let mut original = k.original;
+    // Each loss splits a key once at most.
+    let mut split_at: Option<u64> = None;
     loop {
         let part = KeyHistory {
             buyer: k.buyer,
@@ -601,34 +609,42 @@ fn decided_parts<'h>(k: &KeyHistory<'h>, redis_losses: &[u64]) -> Vec<KeyHistory
             original,
             events: rest.clone(),
         };
-        let loss = part
+        let first = part
             .first_definite()
-            .filter(|first| first.answer.code.as_deref() == Some("sold_out"))
-            .and_then(|first| {
-                redis_losses
-                    .iter()
-                    .copied()
-                    .filter(|&at| at >= first.received_us)
-                    .find(|&at| rest.iter().any(|e| e.received_us >= at))
-            });
-        let Some(at) = loss else {
+            .filter(|first| first.answer.code.as_deref() == Some("sold_out"));
+        let loss = first.and_then(|first| {
+            redis_losses
+                .iter()
+                .copied()
+                .filter(|&at| at >= first.sent_us && split_at.is_none_or(|s| at > s))
+                .find(|&at| rest.iter().any(|e| e.received_us >= at))
+        });
+        let (Some(first), Some(at)) = (first, loss) else {
             parts.push(part);
             return parts;
         };
-        let (before, after): (Vec<&'h Event>, Vec<&'h Event>) =
-            rest.into_iter().partition(|e| e.received_us < at);
+        split_at = Some(at);
+        // The erased refusal belongs to the part it decided, even when its
+        // answer came back after the loss.
+        let (before, after): (Vec<&'h Event>, Vec<&'h Event>) = rest
+            .into_iter()
+            .partition(|e| e.received_us < at || std::ptr::eq(*e, first));
         parts.push(KeyHistory {
             events: before,
             ..part
         });
         // The decision is the first definite answer that is not a reuse
-        // refusal (a 422 only says some other payload decided first).
+        // refusal (a 422 only says some other payload decided first),
+        // preferably to a request sent after the loss.
+        let decides = |e: &&&Event| {
+            is_definite(e) && e.answer.code.as_deref() != Some("idempotency_key_reused")
+        };
         original = after
             .iter()
-            .filter(|e| {
-                is_definite(e) && e.answer.code.as_deref() != Some("idempotency_key_reused")
-            })
+            .filter(|e| e.sent_us >= at)
+            .filter(decides)
             .min_by_key(|e| e.received_us)
+            .or_else(|| after.iter().filter(decides).min_by_key(|e| e.received_us))
             .or(after.first())
             .map_or(original, |e| e.payload);
         rest = after;
@@ -1087,6 +1103,70 @@ mod tests {
         assert_eq!(count(&v, Violation::ChangedPayloadNot422), 1);
         assert_eq!(count(&v, Violation::ReplayDiffers), 1);
         assert_eq!(v.counts.keys_decided_again, 0);
+    }
+
+    /// The first refusal was stored just before Redis lost its data and
+    /// its answer came back just after (a slow reply): the loss erased it
+    /// all the same, so another payload sent after the loss is decided
+    /// anew. With no loss in between, the same history breaks rule 5. (The
+    /// fault run's MariaDB history on 2d82955 flagged two such keys.)
+    #[test]
+    fn a_refusal_answered_across_a_loss_is_decided_again_after_it() {
+        let history = |fault: &str| {
+            let mut slow = sold_out(Purpose::First, 0);
+            slow.received_us = 900_000;
+            History {
+                events: vec![
+                    slow,
+                    event(
+                        REPLAY,
+                        2,
+                        2_000,
+                        Some(409),
+                        false,
+                        &error("sold_out", false),
+                    ),
+                ],
+                faults: vec![FaultMark {
+                    name: fault.into(),
+                    at_us: 500_000,
+                }],
+                ..History::with_limit(100)
+            }
+        };
+        let v = judge(
+            &history("redis-kill"),
+            &evidence(vec![]),
+            &["b0".to_owned()],
+        );
+        assert_eq!(v.violation_count(), 0, "{:?}", v.violations);
+        assert_eq!(v.counts.keys_decided_again, 1);
+
+        let v = judge(
+            &history("db-connections-cut"),
+            &evidence(vec![]),
+            &["b0".to_owned()],
+        );
+        assert_eq!(count(&v, Violation::ChangedPayloadNot422), 1);
+
+        // A 201 after such a loss is still an order behind a definite
+        // refusal: rule 2 knows no loss.
+        let mut slow = sold_out(Purpose::First, 0);
+        slow.received_us = 900_000;
+        let created_later = History {
+            events: vec![slow, created(REPLAY, 2_000, false)],
+            faults: vec![FaultMark {
+                name: "redis-kill".into(),
+                at_us: 500_000,
+            }],
+            ..History::with_limit(100)
+        };
+        let v = judge(
+            &created_later,
+            &evidence(vec![db_order(ORDER, 1)]),
+            &["b0".to_owned()],
+        );
+        assert_eq!(count(&v, Violation::CreatedAndRefused), 1);
     }
 
     #[test]
