@@ -9,6 +9,15 @@
 -- KEYS[2] inv:{id}:holds
 -- KEYS[3] inv:{id}:meta
 -- KEYS[4] inv:{id}:deadlines
+-- KEYS[5] inv:{id}:reaped     holds the reaper gave back, kept for a late
+--                             confirm; dropped here: the database's stock
+--                             already counts the orders that committed
+--                             before it was read, so a late confirm taking
+--                             their units again would leave the counter
+--                             below the stock (a sell-out the database does
+--                             not have); one that commits after the read
+--                             leaves it one unit high, which the database
+--                             refuses and reconciliation repairs
 -- ARGV[1] stock in the database
 -- ARGV[2] version of the row that stock was read from
 -- ARGV[3] max_per_buyer (0 = no limit)
@@ -27,6 +36,7 @@ local current = redis.call('GET', KEYS[1])
 if current then
   return {0, tonumber(current)}
 end
+redis.call('DEL', KEYS[5])
 for i = 10, #ARGV do
   if redis.call('HDEL', KEYS[2], ARGV[i]) == 1 then
     redis.call('ZREM', KEYS[4], ARGV[i])

@@ -7,6 +7,8 @@
 -- KEYS[1] inv:{id}:stock
 -- KEYS[2] inv:{id}:holds
 -- KEYS[3] inv:{id}:meta
+-- KEYS[4] inv:{id}:reaped     dropped on a repair, as load.lua does: the
+--                             stock read already counts committed orders
 -- ARGV[1] stock in the database
 -- ARGV[2] version of the row that stock was read from
 --
@@ -30,4 +32,5 @@ if counter == stock then
 end
 redis.call('SET', KEYS[1], stock)
 redis.call('HSET', KEYS[3], 'version', ARGV[2])
+redis.call('DEL', KEYS[4])
 return {2, counter - stock}

@@ -268,6 +268,9 @@ impl ReservationStore for InProcessStore {
         if let Some(stock) = state.stock {
             return Ok(stock);
         }
+        // The stock already counts the orders committed before it was
+        // read: a late confirm must not take their units again (load.lua).
+        state.reaped.clear();
         for token in committed {
             if let Some(units) = state.holds.remove(token) {
                 state.deadlines.remove(&(units.deadline, token.clone()));
@@ -417,6 +420,7 @@ impl ReservationStore for InProcessStore {
         }
         state.stock = Some(seed.stock);
         state.loaded_version = seed.version;
+        state.reaped.clear();
         Ok(Reconciled::Repaired {
             drift: counter - seed.stock,
         })

@@ -222,7 +222,9 @@ pub trait ReservationStore: WaitingRoom {
 
     /// Sets the counter from the database if it is absent; returns the
     /// counter. `committed` names holds whose orders the database already
-    /// has: they end here instead of being subtracted again.
+    /// has: they end here instead of being subtracted again. Reaped holds
+    /// are forgotten: a late confirm no longer takes their units again,
+    /// since the stock already counts the orders committed before it.
     ///
     /// # Errors
     /// As for `reserve`.
@@ -294,7 +296,8 @@ pub trait ReservationStore: WaitingRoom {
     ) -> Result<bool, StoreError>;
 
     /// Compares the counter with the database's stock and repairs it, only
-    /// while the item has no live hold.
+    /// while the item has no live hold; a repair forgets reaped holds, as
+    /// `load` does.
     ///
     /// # Errors
     /// As for `reserve`.

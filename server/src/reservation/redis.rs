@@ -209,7 +209,7 @@ impl ReservationStore for RedisStore {
         Ok(reserved)
     }
 
-    /// Runs `lua/load.lua` (KEYS stock, holds, meta, deadlines; ARGV stock,
+    /// Runs `lua/load.lua` (KEYS stock, holds, meta, deadlines, reaped; ARGV stock,
     /// version, max_per_buyer, the six terms, committed tokens...).
     async fn load(
         &self,
@@ -223,6 +223,7 @@ impl ReservationStore for RedisStore {
             .key(&k.holds)
             .key(&k.meta)
             .key(&k.deadlines)
+            .key(&k.reaped)
             .arg(seed.stock)
             .arg(seed.version)
             .arg(seed.max_per_buyer.unwrap_or(0));
@@ -399,7 +400,8 @@ impl ReservationStore for RedisStore {
         Ok(applied == 1)
     }
 
-    /// Runs `lua/reconcile.lua` (KEYS stock, holds, meta; ARGV stock, version).
+    /// Runs `lua/reconcile.lua` (KEYS stock, holds, meta, reaped; ARGV
+    /// stock, version).
     async fn reconcile(&self, item: ItemId, seed: CounterSeed) -> Result<Reconciled, StoreError> {
         let k = self.keys(item);
         let (status, value): (i64, i64) = SCRIPTS
@@ -407,6 +409,7 @@ impl ReservationStore for RedisStore {
             .key(&k.stock)
             .key(&k.holds)
             .key(&k.meta)
+            .key(&k.reaped)
             .arg(seed.stock)
             .arg(seed.version)
             .invoke_async(&mut self.conn())

@@ -255,6 +255,58 @@ async fn confirming_after_the_hold_was_reaped_leaves_no_phantom_stock(
     assert_eq!(store.counter(item(8)).await.ok(), Some(Some(1)));
 }
 
+/// A counter set from the database (loaded again, or repaired) already
+/// counts every order committed before the read: a hold the reaper gave
+/// back, whose order committed before that read, must not take its unit
+/// again on a late confirm. Taking it would leave the counter one unit
+/// below the database's stock, showing a sell-out the database does not
+/// have. (A confirm whose order committed after the read leaves the counter
+/// one unit high instead: the database refuses the extra order, and
+/// reconciliation repairs it.) On main before this case, both confirms
+/// took the unit again.
+async fn a_counter_set_from_the_database_forgets_reaped_holds(store: &dyn ReservationStore) {
+    store.load(item(30), seed(5), &[]).await.expect("load");
+    let late = hold(1, "late", 1);
+    store.reserve(item(30), &late).await.expect("reserve");
+    store.reap(item(30), NOW + TTL).await.expect("reap");
+    // Its order commits (the database's stock is now 4); the counter is
+    // loaded again from the database.
+    store.forget_counter(item(30)).await.expect("forget");
+    store
+        .load(item(30), seed(4), &[])
+        .await
+        .expect("load again");
+    assert_eq!(
+        store.confirm(item(30), &late.token).await.ok(),
+        Some(Confirmed::NoHold)
+    );
+    assert_eq!(
+        store.counter(item(30)).await.ok(),
+        Some(Some(4)),
+        "the database's stock, not one below"
+    );
+
+    let at = |stock: i64, version: i64| CounterSeed {
+        stock,
+        version,
+        ..seed(stock)
+    };
+    store.load(item(31), at(5, 1), &[]).await.expect("load");
+    let late = hold(2, "late", 1);
+    store.reserve(item(31), &late).await.expect("reserve");
+    store.reap(item(31), NOW + TTL).await.expect("reap");
+    // Its order commits; reconciliation sets the counter to the stock.
+    assert_eq!(
+        store.reconcile(item(31), at(4, 2)).await.ok(),
+        Some(Reconciled::Repaired { drift: 1 })
+    );
+    assert_eq!(
+        store.confirm(item(31), &late.token).await.ok(),
+        Some(Confirmed::NoHold)
+    );
+    assert_eq!(store.counter(item(31)).await.ok(), Some(Some(4)));
+}
+
 async fn the_per_buyer_limit_counts_holds_and_confirmed_units(store: &dyn ReservationStore) {
     let limited = CounterSeed {
         terms: Default::default(),
@@ -851,6 +903,7 @@ macro_rules! every_case {
             release_gives_back_once_however_often_it_is_called,
             an_expired_hold_is_given_back_exactly_once,
             confirming_after_the_hold_was_reaped_leaves_no_phantom_stock,
+            a_counter_set_from_the_database_forgets_reaped_holds,
             the_per_buyer_limit_counts_holds_and_confirmed_units,
             loading_sets_only_an_absent_counter_minus_surviving_holds,
             a_load_ends_holds_whose_orders_committed,
