@@ -34,6 +34,7 @@ use crate::redis_conn::RedisConn;
 use crate::reservation::guard::RedisGuard;
 use crate::reservation::loader::CounterLoader;
 use crate::reservation::memo::SoldOutMemo;
+use crate::reservation::settled::SettledSellOuts;
 use crate::reservation::{
     ReservationStore, memory::InProcessStore, reaper, reconcile, redis::RedisStore,
 };
@@ -82,6 +83,7 @@ pub struct Application {
 struct ReservationLayer {
     store: Arc<dyn ReservationStore>,
     memo: Arc<SoldOutMemo>,
+    settled: Arc<SettledSellOuts>,
     loader: Arc<CounterLoader>,
     /// When the store is Redis.
     guard: Option<Arc<RedisGuard>>,
@@ -279,6 +281,7 @@ pub async fn wire_pipeline(
         ReservationLayer {
             store,
             memo,
+            settled: Arc::new(SettledSellOuts::new(db.clone())),
             loader,
             guard,
         }
@@ -347,6 +350,7 @@ pub async fn wire_pipeline(
                 r.store.clone(),
                 r.loader.clone(),
                 r.memo.clone(),
+                r.settled.clone(),
                 r.guard.clone(),
                 metrics.clone(),
                 config.reservation.hold_ttl,
@@ -416,6 +420,7 @@ pub async fn wire_pipeline(
     let stock = Arc::new(StockPath::new(
         reservation.as_ref().map(|r| r.store.clone()),
         memo.clone(),
+        reservation.as_ref().map(|r| r.settled.clone()),
         resale,
     ));
     let payments = match config.payments.window {

@@ -12,7 +12,8 @@
 //!    buyer's count toward the per-buyer limit drops too;
 //! 2. [`StockPath::units_came_back`] when units were added: this instance's
 //!    sold-out memo forgets the item, so they are offered at once (other
-//!    instances offer them when their memo runs out), and the time until an
+//!    instances offer them when their memo runs out), and so does the
+//!    reading of a sold-out database stock ([`SettledSellOuts`]), and the time until an
 //!    expired unit sells again starts ([`ResaleClock`]).
 //!
 //! A failing reservation store leaves the counter too low or the per-buyer
@@ -22,6 +23,7 @@
 use crate::payments::resale::ResaleClock;
 use crate::reservation::ReservationStore;
 use crate::reservation::memo::SoldOutMemo;
+use crate::reservation::settled::SettledSellOuts;
 use app::domain::{BuyerId, ItemId};
 use std::sync::Arc;
 
@@ -39,6 +41,7 @@ pub struct StockPath {
     /// The reservation store, when strategy A can run.
     store: Option<Arc<dyn ReservationStore>>,
     memo: Option<Arc<SoldOutMemo>>,
+    settled: Option<Arc<SettledSellOuts>>,
     /// Present when orders have a payment deadline.
     resale: Option<Arc<ResaleClock>>,
 }
@@ -47,11 +50,13 @@ impl StockPath {
     pub fn new(
         store: Option<Arc<dyn ReservationStore>>,
         memo: Option<Arc<SoldOutMemo>>,
+        settled: Option<Arc<SettledSellOuts>>,
         resale: Option<Arc<ResaleClock>>,
     ) -> Self {
         Self {
             store,
             memo,
+            settled,
             resale,
         }
     }
@@ -96,6 +101,9 @@ impl StockPath {
     fn units_came_back(&self, item: ItemId, units: i64, by_expiry: bool) {
         if let Some(memo) = &self.memo {
             memo.forget(item);
+        }
+        if let Some(settled) = &self.settled {
+            settled.forget(item);
         }
         if by_expiry && let Some(resale) = &self.resale {
             resale.returned(item, units);

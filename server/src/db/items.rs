@@ -109,6 +109,17 @@ pub async fn get(db: &Database, id: ItemId) -> Result<Option<Item>, sqlx::Error>
     row.as_ref().map(item_from_row).transpose()
 }
 
+/// The item's stock alone; `None` for no such item.
+///
+/// # Errors
+/// Database failures.
+pub async fn stock(db: &Database, id: ItemId) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(&db.sql("SELECT stock FROM inventory WHERE id = ?"))
+        .bind(id.get())
+        .fetch_optional(db.pool())
+        .await
+}
+
 /// # Errors
 /// Database failures, including check-constraint violations.
 pub async fn create(db: &Database, item: &NewItem) -> Result<Item, sqlx::Error> {

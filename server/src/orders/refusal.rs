@@ -35,9 +35,10 @@
 //!
 //! A definite refusal is stored before it is answered. Redis alone keeps a
 //! refusal that a new decision would repeat word for word (no unit left and
-//! no hold that could give one back, or no such item); every other definite
-//! refusal is also kept in the database, so losing Redis cannot turn it
-//! into a different answer later.
+//! no hold that could give one back, with the database's stock at zero too:
+//! see [`crate::reservation::settled`]; or no such item); every other
+//! definite refusal is also kept in the database, so losing Redis cannot
+//! turn it into a different answer later.
 
 use crate::db::{Database, orders};
 use crate::records::{
@@ -52,8 +53,9 @@ pub use crate::records::Proof;
 /// Why an attempt did not produce an order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// Fewer units than asked are left. `settled`: none left and no hold
-    /// that could give one back, so a new decision would say the same.
+    /// Fewer units than asked are left. `settled`: none left, no hold that
+    /// could give one back, and none in the database's stock, so a new
+    /// decision would say the same.
     SoldOut {
         available: i64,
         settled: bool,

@@ -6,7 +6,9 @@
 //! that is not loaded (first sale, FLUSHALL, restart) is loaded from the
 //! database ([`CounterLoader`]) and never guessed. Sold out and over-limit
 //! requests stop here and never reach the database. An item the memo knows
-//! to be sold out is refused without asking the store.
+//! to be sold out is refused without asking the store. A sell-out is
+//! settled (final, kept in Redis alone) only when the database's stock is
+//! zero too ([`SettledSellOuts`], read about once a second per item).
 //!
 //! Under strategy B the stage is skipped; while the breaker keeps Redis out
 //! it is bypassed, and the item is noted for a counter reload.
@@ -18,6 +20,7 @@ use crate::reservation::breaker::RedisCall;
 use crate::reservation::guard::RedisGuard;
 use crate::reservation::loader::{CounterLoader, LoadFailure};
 use crate::reservation::memo::SoldOutMemo;
+use crate::reservation::settled::SettledSellOuts;
 use crate::reservation::{Hold, HoldDeadline, HoldToken, ReservationStore, Reserved, StoreError};
 use app::domain::ItemId;
 use std::sync::Arc;
@@ -51,6 +54,7 @@ pub struct ReserveStage {
     store: Arc<dyn ReservationStore>,
     loader: Arc<CounterLoader>,
     memo: Arc<SoldOutMemo>,
+    settled: Arc<SettledSellOuts>,
     guard: Option<Arc<RedisGuard>>,
     metrics: Arc<Metrics>,
     hold_ttl: Duration,
@@ -61,6 +65,7 @@ impl ReserveStage {
         store: Arc<dyn ReservationStore>,
         loader: Arc<CounterLoader>,
         memo: Arc<SoldOutMemo>,
+        settled: Arc<SettledSellOuts>,
         guard: Option<Arc<RedisGuard>>,
         metrics: Arc<Metrics>,
         hold_ttl: Duration,
@@ -69,6 +74,7 @@ impl ReserveStage {
             store,
             loader,
             memo,
+            settled,
             guard,
             metrics,
             hold_ttl,
@@ -173,7 +179,9 @@ impl ReserveStage {
                 }
                 Reserved::SoldOut { available, holds } => {
                     count("sold_out");
-                    let settled = available <= 0 && holds == 0;
+                    // Settled only when the database agrees: the counter
+                    // may have drifted below its stock.
+                    let settled = available <= 0 && holds == 0 && self.settled.confirms(item).await;
                     if settled {
                         self.memo.remember(item, Instant::now());
                     }

@@ -1,5 +1,6 @@
 //! The sold-out memo: items whose counter was last seen with nothing left
-//! and no hold that could give units back, each until a deadline.
+//! and no hold that could give units back (a settled sell-out: the
+//! database had none left either), each until a deadline.
 //!
 //! Under a frenzy on a sold-out item, most requests are then refused
 //! without a round trip to the store. The memo only ever refuses, so it

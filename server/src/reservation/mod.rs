@@ -31,6 +31,7 @@ pub mod queue;
 pub mod reaper;
 pub mod reconcile;
 pub mod redis;
+pub mod settled;
 
 use app::domain::{BuyerId, IdempotencyKey, ItemId, Quantity};
 use queue::{QueuePass, SaleTerms, WaitingRoom};

@@ -585,3 +585,74 @@ async fn a_duplicate_of_an_order_whose_claim_redis_lost_is_not_refused_on_postgr
 async fn a_duplicate_of_an_order_whose_claim_redis_lost_is_not_refused_on_mariadb() {
     a_duplicate_of_an_order_whose_claim_redis_lost(Backend::MySql).await;
 }
+
+/// Redis's counter below the database's stock (drift a fault left behind)
+/// shows a sell-out the database does not have. A refusal on Redis's word
+/// alone is not settled: it is kept in the database, so after Redis loses
+/// its data the replay hears the same refusal, not a new decision that
+/// buys the unit; and the sold-out memo does not learn it, so a new key
+/// buys the unit once the counter is reloaded. On main before this test,
+/// the refusal lived in Redis only: with the memo off, the replay after the
+/// FLUSHALL ordered the unit (409 sold_out, then 201 under the same key, as
+/// the fault run's MariaDB history saw); with the memo hot, the new key was
+/// refused too.
+async fn a_sell_out_that_only_redis_shows(backend: Backend, memo: fn(&mut Config)) {
+    let redis = PrivateRedis::start().await;
+    let app = app_with_private_redis(backend, &redis, memo).await;
+    let item = app.create_item(1, None).await;
+    let store = app.state.reservation.clone().expect("a store");
+    let row = server::db::items::get(&app.state.db, item.id)
+        .await
+        .expect("read the item")
+        .expect("the item");
+    let seed = server::reservation::CounterSeed::of(&row);
+    store.load(item.id, seed, &[]).await.expect("load");
+    store
+        .restock(item.id, -1, row.version + 1)
+        .await
+        .expect("the counter drifts one unit low");
+    assert_eq!(app.reservation_state(&item).await, (Some(0), 0));
+
+    let buyer = app.buyer().await;
+    let first = buyer.order(item.id, 1, "drifted").await;
+    assert_eq!(first.code(), "sold_out", "{backend:?}: {first:?}");
+    redis.flushall().await;
+    let replay = buyer.order_until_definite(item.id, 1, "drifted").await;
+    assert_eq!(
+        (replay.status, &replay.body),
+        (first.status, &first.body),
+        "{backend:?}: the replay repeats the refusal"
+    );
+    assert_eq!(app.orders_in_db(&item).await, (0, 0), "{backend:?}");
+
+    // The unit was real: a new key buys it from the reloaded counter.
+    let next = buyer.order(item.id, 1, "next").await;
+    assert_eq!(next.status, 201, "{backend:?}: {next:?}");
+}
+
+fn memo_off(config: &mut Config) {
+    config.reservation.sold_out_memo = Duration::ZERO;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sell_out_that_only_redis_shows_is_kept_in_the_database_on_postgres() {
+    a_sell_out_that_only_redis_shows(Backend::Postgres, memo_off).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sell_out_that_only_redis_shows_is_kept_in_the_database_on_mariadb() {
+    a_sell_out_that_only_redis_shows(Backend::MySql, memo_off).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sell_out_that_only_redis_shows_is_kept_in_the_database_on_sqlite() {
+    a_sell_out_that_only_redis_shows(Backend::Sqlite, memo_off).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sell_out_that_only_redis_shows_is_not_remembered_by_the_memo() {
+    a_sell_out_that_only_redis_shows(Backend::Postgres, |c| {
+        c.reservation.sold_out_memo = Duration::from_secs(60);
+    })
+    .await;
+}
