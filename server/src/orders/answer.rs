@@ -5,9 +5,9 @@
 //! first passes the gate ([`super::refusal`]): an order the database holds
 //! for the key wins over it. The refusal is then stored where it must be
 //! kept (the database's copies in groups, see
-//! [`crate::records::kept_refusals`]); one that cannot be stored is not
-//! answered (the buyer hears "try again"), so no replay can later hear
-//! something else. A retryable
+//! [`crate::records::kept_refusals`], and always under the attempt's own
+//! claim); one that cannot be stored is not answered (the buyer hears "try
+//! again"), so no replay can later hear something else. A retryable
 //! failure drops the claim, so the same key can run again; an attempt that
 //! cannot tell whether it ordered keeps its claim without a lease, so the
 //! next attempt with the key asks the orders table before anything else.
@@ -108,9 +108,14 @@ impl AnswerStage {
                 match truth {
                     Ok(Truth::Nothing) => self.refuse(&claim, refusal).await,
                     Ok(Truth::Order(order)) => self.order(&claim, order, true).await,
+                    // Replayed only once the claim's store holds it too
+                    // (see `refuse`).
                     Ok(Truth::Stored(stored)) => {
-                        self.finish(&claim, &stored).await;
-                        stored.replay()
+                        if self.finish(&claim, &stored).await {
+                            stored.replay()
+                        } else {
+                            self.drop_claim(&claim, Refusal::Unavailable).await
+                        }
                     }
                     Ok(Truth::OtherPayload) => self.drop_claim(&claim, Refusal::KeyReused).await,
                     Err(e) => {
@@ -148,7 +153,6 @@ impl AnswerStage {
             None => return self.drop_claim(claim, refusal).await,
         };
         let durably = refusal.keeping() == Keeping::Durably && claim.records == RecordsAt::Redis;
-        let mut kept = false;
         if durably {
             let refusal = KeptRefusal {
                 scope: claim.scope.clone(),
@@ -156,18 +160,19 @@ impl AnswerStage {
                 response: stored.clone(),
                 now_ms: crate::db::now_ms(),
             };
-            match self.kept_refusals.keep(refusal).await {
-                Ok(()) => kept = true,
-                Err(e) => {
-                    tracing::error!(error = %e, "keeping a refusal in the database failed; not answering it");
-                    return self.drop_claim(claim, Refusal::Unavailable).await;
-                }
+            if let Err(e) = self.kept_refusals.keep(refusal).await {
+                tracing::error!(error = %e, "keeping a refusal in the database failed; not answering it");
+                return self.drop_claim(claim, Refusal::Unavailable).await;
             }
         }
-        if self.finish(claim, &stored).await {
-            kept = true;
-        }
-        if !kept {
+        // The claim's store must hold it too. A claim lost with Redis's
+        // data (or taken over) while the attempt ran leaves records that
+        // may never hear of this refusal: the buyer may have been loaded
+        // from the database before it was kept there, and then a new
+        // decision for the key (another payload, a unit come back) would
+        // contradict a definite answer. So it is not answered: a retry
+        // hears what the key's records say by then.
+        if !self.finish(claim, &stored).await {
             return self.drop_claim(claim, Refusal::Unavailable).await;
         }
         Placement {

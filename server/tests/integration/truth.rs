@@ -656,3 +656,78 @@ async fn a_sell_out_that_only_redis_shows_is_not_remembered_by_the_memo() {
     })
     .await;
 }
+
+/// An attempt whose claim Redis lost while it ran ends in a refusal the
+/// database keeps ("only 1 left": Redis's counter had drifted one unit
+/// high). Meanwhile the buyer's records were loaded again from the
+/// database, before that refusal was kept there, so Redis never hears of
+/// it. Answering it would be a definite answer that nothing stands behind:
+/// once the reloaded records settle, another payload under the key is
+/// decided anew and can even order. So it is not answered (the buyer hears
+/// "try again"). On main before this test, it was answered 409 sold_out,
+/// and the key's later request with qty 1 was answered 201.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_whose_claim_redis_lost_is_not_answered() {
+    let redis = PrivateRedis::start().await;
+    let app = app_with_private_redis(Backend::Postgres, &redis, memo_off).await;
+    let item = app.create_item(1, None).await;
+    let empty = app.create_item(0, None).await;
+    let store = app.state.reservation.clone().expect("a store");
+    let row = server::db::items::get(&app.state.db, item.id)
+        .await
+        .expect("read the item")
+        .expect("the item");
+    store
+        .load(item.id, server::reservation::CounterSeed::of(&row), &[])
+        .await
+        .expect("load");
+    store
+        .restock(item.id, 1, row.version + 1)
+        .await
+        .expect("the counter drifts one unit high");
+    let buyer = app.buyer().await;
+    let mut lock = app.state.db.pool().begin().await.expect("begin");
+    let select = app
+        .state
+        .db
+        .sql("SELECT id FROM inventory WHERE id = ? FOR UPDATE")
+        .into_owned();
+    sqlx::query(&select)
+        .bind(item.id.get())
+        .execute(&mut *lock)
+        .await
+        .expect("lock the item's row");
+
+    let stalled = buyer.order(item.id, 2, "stalled");
+    let meanwhile = async {
+        let running = eventually(Duration::from_secs(5), || async {
+            buyer.outcome("stalled").await.body["state"] == "in_progress"
+        })
+        .await;
+        redis.flushall().await;
+        // Another order of the buyer loads their records again, without
+        // the stalled attempt's refusal (not kept yet).
+        let reloaded = std::time::Instant::now();
+        let probe = buyer.order(empty.id, 1, "probe").await;
+        lock.rollback().await.expect("release the row");
+        assert!(running, "the order runs");
+        assert_eq!(probe.code(), "sold_out", "{probe:?}");
+        reloaded
+    };
+    let (stalled, reloaded) = tokio::join!(stalled, meanwhile);
+
+    // Past the reloaded records' settling lease.
+    let settled = reloaded + server::records::CLAIM_LEASE + Duration::from_secs(1);
+    tokio::time::sleep_until(settled.into()).await;
+    let changed = buyer.order_until_definite(item.id, 1, "stalled").await;
+    if stalled.body["retryable"] == false {
+        assert_eq!(
+            changed.status, 422,
+            "a definite refusal ({stalled:?}) stands: another payload is a reused key, not {changed:?}"
+        );
+    }
+    assert_eq!(
+        stalled.body["retryable"], true,
+        "a refusal whose claim was lost is not answered for good: {stalled:?}"
+    );
+}
