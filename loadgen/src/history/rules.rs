@@ -237,6 +237,13 @@ fn line(e: &Event) -> String {
     )
 }
 
+/// Every request of a key's history, in the order they were sent: what
+/// an example needs to be read without the run's logs.
+fn every_line(k: &KeyHistory<'_>) -> String {
+    let lines: Vec<String> = k.events.iter().map(|e| line(e)).collect();
+    lines.join(" ")
+}
+
 /// Two bodies say the same thing: equal as JSON, or equal as text when
 /// either is not JSON.
 fn same_body(a: Option<&str>, b: Option<&str>) -> bool {
@@ -488,7 +495,12 @@ fn rule_2(k: &KeyHistory<'_>, who: &str, verdict: &mut Verdict) {
             (refused, created)
         };
         verdict.add(Violation::CreatedAndRefused, later.received_us, || {
-            format!("{who}: {} then {}", line(earlier), line(later))
+            format!(
+                "{who}: {} then {}; the key's requests: {}",
+                line(earlier),
+                line(later),
+                every_line(k)
+            )
         });
     }
 }
@@ -662,11 +674,21 @@ fn rule_5(k: &KeyHistory<'_>, who: &str, verdict: &mut Verdict) {
     for e in changed {
         if is_created(e) {
             verdict.add(Violation::ChangedPayloadCreated, e.received_us, || {
-                format!("{who}: first {}, then {}", line(first), line(e))
+                format!(
+                    "{who}: first {}, then {}; the key's requests: {}",
+                    line(first),
+                    line(e),
+                    every_line(k)
+                )
             });
         } else if is_definite(e) && e.answer.code.as_deref() != Some("idempotency_key_reused") {
             verdict.add(Violation::ChangedPayloadNot422, e.received_us, || {
-                format!("{who}: first {}, then {}", line(first), line(e))
+                format!(
+                    "{who}: first {}, then {}; the key's requests: {}",
+                    line(first),
+                    line(e),
+                    every_line(k)
+                )
             });
         }
     }
