@@ -33,6 +33,9 @@ pub const EMPTY_TRUSTED: Duration = Duration::from_secs(1);
 pub const STOCKED_TRUSTED: Duration = Duration::from_millis(100);
 /// Items remembered at once, at most (expired entries are dropped first).
 const CAPACITY: usize = 4096;
+/// A read that takes longer settles nothing: the flood waiting behind it
+/// goes on with unsettled refusals instead of stalling on a slow database.
+const READ_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy)]
 struct Reading {
@@ -81,12 +84,16 @@ impl SettledSellOuts {
         if let Some(empty) = self.fresh(item, asked) {
             return empty;
         }
-        let empty = match items::stock(&self.db, item).await {
-            Ok(Some(stock)) => stock <= 0,
+        let empty = match tokio::time::timeout(READ_TIMEOUT, items::stock(&self.db, item)).await {
+            Ok(Ok(Some(stock))) => stock <= 0,
             // A vanished item: its refusals are decided elsewhere.
-            Ok(None) => false,
-            Err(e) => {
+            Ok(Ok(None)) => false,
+            Ok(Err(e)) => {
                 tracing::warn!(%item, error = %e, "reading the stock of a sold-out item failed; its refusals are kept in the database");
+                return false;
+            }
+            Err(_) => {
+                tracing::warn!(%item, "reading the stock of a sold-out item timed out; its refusals are kept in the database");
                 return false;
             }
         };
