@@ -12,9 +12,9 @@
 //!    buyer's count toward the per-buyer limit drops too;
 //! 2. [`StockPath::units_came_back`] when units were added: this instance's
 //!    sold-out memo forgets the item, so they are offered at once (other
-//!    instances offer them when their memo runs out), and so does the
-//!    reading of a sold-out database stock ([`SettledSellOuts`]), and the time until an
-//!    expired unit sells again starts ([`ResaleClock`]).
+//!    instances offer them when their memo runs out); so does its reading
+//!    of a sold-out database stock ([`SettledSellOuts`]); and the time
+//!    until an expired unit sells again starts ([`ResaleClock`]).
 //!
 //! A failing reservation store leaves the counter too low or the per-buyer
 //! count too high: both only refuse, never oversell, and reconciliation
