@@ -9,7 +9,6 @@ use crate::harness::{
 };
 use futures_util::future::join_all;
 use server::config::Config;
-use sqlx::{Connection, Executor};
 use std::time::Duration;
 
 /// The same answer, as a replay: status, body and the replay header.
@@ -84,6 +83,44 @@ async fn breaker_closes(app: &TestApp) -> bool {
             .is_some_and(|g| g.state().label() == "closed")
     })
     .await
+}
+
+/// Locks the item's row in a transaction: its orders stall in the ledger
+/// until the transaction ends.
+async fn lock_item_row(
+    app: &TestApp,
+    item: &app::model::Item,
+) -> sqlx::Transaction<'static, sqlx::Any> {
+    let mut lock = app.state.db.pool().begin().await.expect("begin");
+    let select = app
+        .state
+        .db
+        .sql("SELECT id FROM inventory WHERE id = ? FOR UPDATE")
+        .into_owned();
+    sqlx::query(&select)
+        .bind(item.id.get())
+        .execute(&mut *lock)
+        .await
+        .expect("lock the item's row");
+    lock
+}
+
+/// Loads the item's counter from the database, then moves it `units` away
+/// from the stock, as a fault can leave it (the database is not touched).
+async fn drift_counter(app: &TestApp, item: &app::model::Item, units: i64) {
+    let store = app.state.reservation.clone().expect("a store");
+    let row = server::db::items::get(&app.state.db, item.id)
+        .await
+        .expect("read the item")
+        .expect("the item");
+    store
+        .load(item.id, server::reservation::CounterSeed::of(&row), &[])
+        .await
+        .expect("load");
+    store
+        .restock(item.id, units, row.version + 1)
+        .await
+        .expect("the counter drifts");
 }
 
 /// Redis loses its data after an order: the replay of that key, the lookup
@@ -357,17 +394,7 @@ async fn a_client_that_hangs_up_does_not_stop_its_order() {
     let item = app.create_item(1, None).await;
     let buyer = app.buyer().await;
 
-    let mut locker = sqlx::AnyConnection::connect(&app.db.url)
-        .await
-        .expect("connect");
-    locker.execute("BEGIN").await.expect("begin");
-    sqlx::query(&format!(
-        "SELECT id FROM inventory WHERE id = {} FOR UPDATE",
-        item.id
-    ))
-    .execute(&mut locker)
-    .await
-    .expect("lock the item's row");
+    let lock = lock_item_row(&app, &item).await;
     let hung_up = buyer
         .impatient(Duration::from_millis(500))
         .post(format!("{}/api/orders", app.base))
@@ -376,7 +403,7 @@ async fn a_client_that_hangs_up_does_not_stop_its_order() {
         .send()
         .await;
     assert!(hung_up.is_err(), "the client gave up: {hung_up:?}");
-    locker.execute("ROLLBACK").await.expect("release the row");
+    lock.rollback().await.expect("release the row");
 
     let ordered = eventually(Duration::from_secs(5), || async {
         buyer.outcome("patience").await.body["state"] == "order"
@@ -527,17 +554,7 @@ async fn a_duplicate_of_an_order_whose_claim_redis_lost(backend: Backend) {
     let app = app_with_private_redis(backend, &redis, |_| {}).await;
     let item = app.create_item(1, None).await;
     let (buyer, rival) = (app.buyer().await, app.buyer().await);
-    let mut lock = app.state.db.pool().begin().await.expect("begin");
-    let select = app
-        .state
-        .db
-        .sql("SELECT id FROM inventory WHERE id = ? FOR UPDATE")
-        .into_owned();
-    sqlx::query(&select)
-        .bind(item.id.get())
-        .execute(&mut *lock)
-        .await
-        .expect("lock the item's row");
+    let lock = lock_item_row(&app, &item).await;
 
     let stalled = buyer.order(item.id, 1, "stalled");
     let meanwhile = async {
@@ -600,17 +617,7 @@ async fn a_sell_out_that_only_redis_shows(backend: Backend, memo: fn(&mut Config
     let redis = PrivateRedis::start().await;
     let app = app_with_private_redis(backend, &redis, memo).await;
     let item = app.create_item(1, None).await;
-    let store = app.state.reservation.clone().expect("a store");
-    let row = server::db::items::get(&app.state.db, item.id)
-        .await
-        .expect("read the item")
-        .expect("the item");
-    let seed = server::reservation::CounterSeed::of(&row);
-    store.load(item.id, seed, &[]).await.expect("load");
-    store
-        .restock(item.id, -1, row.version + 1)
-        .await
-        .expect("the counter drifts one unit low");
+    drift_counter(&app, &item, -1).await;
     assert_eq!(app.reservation_state(&item).await, (Some(0), 0));
 
     let buyer = app.buyer().await;
@@ -672,31 +679,9 @@ async fn a_refusal_whose_claim_redis_lost_is_not_answered() {
     let app = app_with_private_redis(Backend::Postgres, &redis, memo_off).await;
     let item = app.create_item(1, None).await;
     let empty = app.create_item(0, None).await;
-    let store = app.state.reservation.clone().expect("a store");
-    let row = server::db::items::get(&app.state.db, item.id)
-        .await
-        .expect("read the item")
-        .expect("the item");
-    store
-        .load(item.id, server::reservation::CounterSeed::of(&row), &[])
-        .await
-        .expect("load");
-    store
-        .restock(item.id, 1, row.version + 1)
-        .await
-        .expect("the counter drifts one unit high");
+    drift_counter(&app, &item, 1).await;
     let buyer = app.buyer().await;
-    let mut lock = app.state.db.pool().begin().await.expect("begin");
-    let select = app
-        .state
-        .db
-        .sql("SELECT id FROM inventory WHERE id = ? FOR UPDATE")
-        .into_owned();
-    sqlx::query(&select)
-        .bind(item.id.get())
-        .execute(&mut *lock)
-        .await
-        .expect("lock the item's row");
+    let lock = lock_item_row(&app, &item).await;
 
     let stalled = buyer.order(item.id, 2, "stalled");
     let meanwhile = async {
