@@ -784,6 +784,18 @@ mod tests {
         judge(&history, evidence, &["b0".to_owned()])
     }
 
+    /// A history of `events` with one announced fault.
+    fn with_fault(events: Vec<Event>, name: &str, at_us: u64) -> History {
+        History {
+            events,
+            faults: vec![FaultMark {
+                name: name.into(),
+                at_us,
+            }],
+            ..History::with_limit(100)
+        }
+    }
+
     fn count(v: &Verdict, kind: Violation) -> u64 {
         v.violations.get(kind.label()).map_or(0, |t| t.count)
     }
@@ -1078,15 +1090,7 @@ mod tests {
                 ),
             ]
         };
-        let history = |faults| History {
-            events: events(),
-            faults,
-            ..History::with_limit(100)
-        };
-        let lost = history(vec![FaultMark {
-            name: "redis-restart".into(),
-            at_us: 5_000,
-        }]);
+        let lost = with_fault(events(), "redis-restart", 5_000);
         let v = judge(&lost, &evidence(vec![]), &["b0".to_owned()]);
         assert_eq!(v.violation_count(), 0, "{:?}", v.violations);
         assert_eq!(v.counts.keys_decided_again, 1);
@@ -1094,8 +1098,8 @@ mod tests {
         // After the loss the original payload decided first; a changed
         // request answered 422 just before that answer came back is no
         // decision of its own.
-        let reuse_first = History {
-            events: vec![
+        let reuse_first = with_fault(
+            vec![
                 sold_out(Purpose::First, 0),
                 event(REPLAY, 1, 10, Some(409), false, &error("sold_out", false)),
                 event(
@@ -1108,19 +1112,13 @@ mod tests {
                 ),
                 event(REPLAY, 1, 30, Some(409), false, &error("sold_out", false)),
             ],
-            faults: vec![FaultMark {
-                name: "flushall".into(),
-                at_us: 5_000,
-            }],
-            ..History::with_limit(100)
-        };
+            "flushall",
+            5_000,
+        );
         let v = judge(&reuse_first, &evidence(vec![]), &["b0".to_owned()]);
         assert_eq!(v.violation_count(), 0, "{:?}", v.violations);
 
-        let kept = history(vec![FaultMark {
-            name: "db-connections-cut".into(),
-            at_us: 5_000,
-        }]);
+        let kept = with_fault(events(), "db-connections-cut", 5_000);
         let v = judge(&kept, &evidence(vec![]), &["b0".to_owned()]);
         assert_eq!(count(&v, Violation::ChangedPayloadNot422), 1);
         assert_eq!(count(&v, Violation::ReplayDiffers), 1);
@@ -1134,28 +1132,23 @@ mod tests {
     /// fault run's MariaDB history on 2d82955 flagged two such keys.)
     #[test]
     fn a_refusal_answered_across_a_loss_is_decided_again_after_it() {
-        let history = |fault: &str| {
+        // Sent at 0, answered at 0.9 s; the fault comes at 0.5 s.
+        let slow_sold_out = || {
             let mut slow = sold_out(Purpose::First, 0);
             slow.received_us = 900_000;
-            History {
-                events: vec![
-                    slow,
-                    event(
-                        REPLAY,
-                        2,
-                        2_000,
-                        Some(409),
-                        false,
-                        &error("sold_out", false),
-                    ),
-                ],
-                faults: vec![FaultMark {
-                    name: fault.into(),
-                    at_us: 500_000,
-                }],
-                ..History::with_limit(100)
-            }
+            slow
         };
+        let changed = || {
+            event(
+                REPLAY,
+                2,
+                2_000,
+                Some(409),
+                false,
+                &error("sold_out", false),
+            )
+        };
+        let history = |fault: &str| with_fault(vec![slow_sold_out(), changed()], fault, 500_000);
         let v = judge(
             &history("redis-kill"),
             &evidence(vec![]),
@@ -1173,16 +1166,11 @@ mod tests {
 
         // A 201 after such a loss is still an order behind a definite
         // refusal: rule 2 knows no loss.
-        let mut slow = sold_out(Purpose::First, 0);
-        slow.received_us = 900_000;
-        let created_later = History {
-            events: vec![slow, created(REPLAY, 2_000, false)],
-            faults: vec![FaultMark {
-                name: "redis-kill".into(),
-                at_us: 500_000,
-            }],
-            ..History::with_limit(100)
-        };
+        let created_later = with_fault(
+            vec![slow_sold_out(), created(REPLAY, 2_000, false)],
+            "redis-kill",
+            500_000,
+        );
         let v = judge(
             &created_later,
             &evidence(vec![db_order(ORDER, 1)]),
@@ -1202,14 +1190,7 @@ mod tests {
                 10,
             ),
         ];
-        let history = History {
-            events,
-            faults: vec![FaultMark {
-                name: "flushall".into(),
-                at_us: 5_000,
-            }],
-            ..History::with_limit(100)
-        };
+        let history = with_fault(events, "flushall", 5_000);
         let v = judge(
             &history,
             &evidence(vec![db_order(ORDER, 1)]),
