@@ -14,12 +14,61 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Sold-out items remembered at once, at most.
+/// Items remembered at once, at most.
 const CAPACITY: usize = 4096;
+
+/// Per-item values, each kept until its deadline. Bounded: when full,
+/// expired entries are dropped, and if none has expired nothing new is
+/// kept (the caller then asks again next time). The memo and the readings
+/// of sold-out database stock ([`super::settled`]) keep their items here.
+pub struct ItemDeadlines<V> {
+    entries: Mutex<HashMap<ItemId, (V, Instant)>>,
+}
+
+impl<V: Copy> Default for ItemDeadlines<V> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::default(),
+        }
+    }
+}
+
+impl<V: Copy> ItemDeadlines<V> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<ItemId, (V, Instant)>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps `value` for `item` until `until`, unless the map is full of
+    /// entries still live at `now`.
+    pub fn insert(&self, item: ItemId, value: V, until: Instant, now: Instant) {
+        let mut entries = self.entries();
+        if entries.len() >= CAPACITY && !entries.contains_key(&item) {
+            entries.retain(|_, (_, until)| *until > now);
+            if entries.len() >= CAPACITY {
+                return;
+            }
+        }
+        entries.insert(item, (value, until));
+    }
+
+    /// The item's value, if its deadline is after `now`.
+    pub fn get(&self, item: ItemId, now: Instant) -> Option<V> {
+        self.entries()
+            .get(&item)
+            .filter(|(_, until)| *until > now)
+            .map(|(value, _)| *value)
+    }
+
+    pub fn remove(&self, item: ItemId) {
+        self.entries().remove(&item);
+    }
+}
 
 pub struct SoldOutMemo {
     ttl: Duration,
-    until: Mutex<HashMap<ItemId, Instant>>,
+    until: ItemDeadlines<()>,
 }
 
 impl SoldOutMemo {
@@ -28,42 +77,25 @@ impl SoldOutMemo {
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            until: Mutex::default(),
+            until: ItemDeadlines::default(),
         }
-    }
-
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<ItemId, Instant>> {
-        self.until
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn remember(&self, item: ItemId, now: Instant) {
-        if self.ttl.is_zero() {
-            return;
+        if !self.ttl.is_zero() {
+            self.until.insert(item, (), now + self.ttl, now);
         }
-        let mut entries = self.entries();
-        if entries.len() >= CAPACITY && !entries.contains_key(&item) {
-            entries.retain(|_, until| *until > now);
-            if entries.len() >= CAPACITY {
-                return;
-            }
-        }
-        entries.insert(item, now + self.ttl);
     }
 
     /// Whether the item was seen sold out within the memo's time.
     pub fn knows(&self, item: ItemId, now: Instant) -> bool {
-        if self.ttl.is_zero() {
-            return false;
-        }
-        self.entries().get(&item).is_some_and(|until| *until > now)
+        !self.ttl.is_zero() && self.until.get(item, now).is_some()
     }
 
     /// Units came back (a release, a restock, a reload): ask the store again.
     pub fn forget(&self, item: ItemId) {
         if !self.ttl.is_zero() {
-            self.entries().remove(&item);
+            self.until.remove(item);
         }
     }
 }
@@ -119,6 +151,10 @@ mod tests {
         let later = start + Duration::from_millis(20);
         memo.remember(extra, later);
         assert!(memo.knows(extra, later));
-        assert_eq!(memo.entries().len(), 1, "expired entries were dropped");
+        assert_eq!(
+            memo.until.entries().len(),
+            1,
+            "expired entries were dropped"
+        );
     }
 }

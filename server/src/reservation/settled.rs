@@ -19,33 +19,25 @@
 //! does not turn every refusal into a read; such refusals are kept in the
 //! database (see [`crate::orders::refusal`]) until the counter is repaired.
 
+use super::memo::ItemDeadlines;
 use crate::db::{Database, items};
 use app::domain::ItemId;
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long a read of zero stock is trusted (units only come back through
 /// [`SettledSellOuts::forget`] on this instance; other instances' restocks
 /// reach this one by then).
-pub const EMPTY_TRUSTED: Duration = Duration::from_secs(1);
+const EMPTY_TRUSTED: Duration = Duration::from_secs(1);
 /// How long a read of some stock left is trusted.
-pub const STOCKED_TRUSTED: Duration = Duration::from_millis(100);
-/// Items remembered at once, at most (expired entries are dropped first).
-const CAPACITY: usize = 4096;
+const STOCKED_TRUSTED: Duration = Duration::from_millis(100);
 /// A read that takes longer settles nothing: the flood waiting behind it
 /// goes on with unsettled refusals instead of stalling on a slow database.
 const READ_TIMEOUT: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone, Copy)]
-struct Reading {
-    empty: bool,
-    until: Instant,
-}
-
 pub struct SettledSellOuts {
     db: Database,
-    readings: Mutex<HashMap<ItemId, Reading>>,
+    /// Per item: whether its stock was read as zero, until when trusted.
+    readings: ItemDeadlines<bool>,
     /// One read at a time: a flood that finds no fresh reading waits for
     /// the one read under way instead of sending its own.
     reading: tokio::sync::Mutex<()>,
@@ -55,33 +47,20 @@ impl SettledSellOuts {
     pub fn new(db: Database) -> Self {
         Self {
             db,
-            readings: Mutex::default(),
+            readings: ItemDeadlines::default(),
             reading: tokio::sync::Mutex::new(()),
         }
-    }
-
-    fn readings(&self) -> std::sync::MutexGuard<'_, HashMap<ItemId, Reading>> {
-        self.readings
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn fresh(&self, item: ItemId, now: Instant) -> Option<bool> {
-        self.readings()
-            .get(&item)
-            .filter(|r| r.until > now)
-            .map(|r| r.empty)
     }
 
     /// Whether the database has no unit of `item` left, for a sell-out the
     /// store reported. A database that cannot be read settles nothing.
     pub async fn confirms(&self, item: ItemId) -> bool {
-        if let Some(empty) = self.fresh(item, Instant::now()) {
+        if let Some(empty) = self.readings.get(item, Instant::now()) {
             return empty;
         }
         let _one = self.reading.lock().await;
         let asked = Instant::now();
-        if let Some(empty) = self.fresh(item, asked) {
+        if let Some(empty) = self.readings.get(item, asked) {
             return empty;
         }
         let empty = match tokio::time::timeout(READ_TIMEOUT, items::stock(&self.db, item)).await {
@@ -103,25 +82,13 @@ impl SettledSellOuts {
             tracing::warn!(%item, "the store shows a sell-out the database does not have: its counter is below the stock until reconciled");
             STOCKED_TRUSTED
         };
-        let mut readings = self.readings();
-        if readings.len() >= CAPACITY && !readings.contains_key(&item) {
-            readings.retain(|_, r| r.until > asked);
-        }
-        if readings.len() < CAPACITY || readings.contains_key(&item) {
-            // Trusted from when it was asked, not answered.
-            readings.insert(
-                item,
-                Reading {
-                    empty,
-                    until: asked + trusted,
-                },
-            );
-        }
+        // Trusted from when it was asked, not answered.
+        self.readings.insert(item, empty, asked + trusted, asked);
         empty
     }
 
     /// Units of `item` came back (a restock, an expired order): read again.
     pub fn forget(&self, item: ItemId) {
-        self.readings().remove(&item);
+        self.readings.remove(item);
     }
 }
