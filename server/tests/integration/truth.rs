@@ -664,9 +664,9 @@ async fn a_sell_out_that_only_redis_shows_is_not_remembered_by_the_memo() {
     .await;
 }
 
-/// An attempt whose claim Redis lost while it ran ends in a refusal the
-/// database keeps ("only 1 left": Redis's counter had drifted one unit
-/// high). Meanwhile the buyer's records were loaded again from the
+/// An attempt whose claim Redis lost while it waited for the item's row
+/// ends in a refusal the database keeps ("only 1 left": the writer that
+/// held the row left one unit). Meanwhile the buyer's records were loaded again from the
 /// database, before that refusal was kept there, so Redis never hears of
 /// it. Answering it would be a definite answer that nothing stands behind:
 /// once the reloaded records settle, another payload under the key is
@@ -677,11 +677,10 @@ async fn a_sell_out_that_only_redis_shows_is_not_remembered_by_the_memo() {
 async fn a_refusal_whose_claim_redis_lost_is_not_answered() {
     let redis = PrivateRedis::start().await;
     let app = app_with_private_redis(Backend::Postgres, &redis, memo_off).await;
-    let item = app.create_item(1, None).await;
+    let item = app.create_item(2, None).await;
     let empty = app.create_item(0, None).await;
-    drift_counter(&app, &item, 1).await;
     let buyer = app.buyer().await;
-    let lock = lock_item_row(&app, &item).await;
+    let mut lock = lock_item_row(&app, &item).await;
 
     let stalled = buyer.order(item.id, 2, "stalled");
     let meanwhile = async {
@@ -694,7 +693,17 @@ async fn a_refusal_whose_claim_redis_lost_is_not_answered() {
         // the stalled attempt's refusal (not kept yet).
         let reloaded = std::time::Instant::now();
         let probe = buyer.order(empty.id, 1, "probe").await;
-        lock.rollback().await.expect("release the row");
+        let one_left = app
+            .state
+            .db
+            .sql("UPDATE inventory SET stock = 1, version = version + 1 WHERE id = ?")
+            .into_owned();
+        sqlx::query(&one_left)
+            .bind(item.id.get())
+            .execute(&mut *lock)
+            .await
+            .expect("leave one unit");
+        lock.commit().await.expect("release the row");
         assert!(running, "the order runs");
         assert_eq!(probe.code(), "sold_out", "{probe:?}");
         reloaded
