@@ -7,13 +7,6 @@ use clap::{Parser, Subcommand};
 use server::config::Config;
 use server::startup::{Application, shutdown_signal};
 
-/// mimalloc instead of the system allocator: a sold-out answer allocates
-/// dozens of small, short-lived buffers across worker threads, and glibc's
-/// malloc spent a fifth of the server's time on them (arena locks and
-/// consolidation); see the commit that brought it in for the figures.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "server",
