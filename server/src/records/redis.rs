@@ -11,9 +11,9 @@
 //! | `p idem:{buyer}` | string | the generation whose records hold every durable answer of the buyer |
 //!
 //! Claims that carry their answer (an item known to be sold out) are sent in
-//! batches on a single Redis: whatever waits while one batch runs goes in the
-//! next, so a frenzy on a sold-out item costs one script per batch. Keys
-//! that are not proven new leave the batch and are claimed alone.
+//! batches on a single Redis: whatever waits while the batches in flight run
+//! goes in the next, so a frenzy on a sold-out item costs one script per
+//! batch. Keys that are not proven new leave the batch and are claimed alone.
 
 use super::generation::{Generation, RecordsGeneration};
 use super::{
