@@ -92,17 +92,30 @@ async fn lock_item_row(
     item: &app::model::Item,
 ) -> sqlx::Transaction<'static, sqlx::Any> {
     let mut lock = app.state.db.pool().begin().await.expect("begin");
-    let select = app
-        .state
-        .db
-        .sql("SELECT id FROM inventory WHERE id = ? FOR UPDATE")
-        .into_owned();
-    sqlx::query(&select)
-        .bind(item.id.get())
-        .execute(&mut *lock)
-        .await
-        .expect("lock the item's row");
+    on_item_row(
+        app,
+        &mut lock,
+        "SELECT id FROM inventory WHERE id = ? FOR UPDATE",
+        item,
+    )
+    .await
+    .expect("lock the item's row");
     lock
+}
+
+/// Runs `statement` (one `?`: the item's id, in this database's dialect)
+/// inside `tx`.
+async fn on_item_row(
+    app: &TestApp,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    statement: &str,
+    item: &app::model::Item,
+) -> Result<sqlx::any::AnyQueryResult, sqlx::Error> {
+    let statement = app.state.db.sql(statement).into_owned();
+    sqlx::query(&statement)
+        .bind(item.id.get())
+        .execute(&mut **tx)
+        .await
 }
 
 /// Loads the item's counter from the database, then moves it `units` away
@@ -693,16 +706,14 @@ async fn a_refusal_whose_claim_redis_lost_is_not_answered() {
         // the stalled attempt's refusal (not kept yet).
         let reloaded = std::time::Instant::now();
         let probe = buyer.order(empty.id, 1, "probe").await;
-        let one_left = app
-            .state
-            .db
-            .sql("UPDATE inventory SET stock = 1, version = version + 1 WHERE id = ?")
-            .into_owned();
-        sqlx::query(&one_left)
-            .bind(item.id.get())
-            .execute(&mut *lock)
-            .await
-            .expect("leave one unit");
+        on_item_row(
+            &app,
+            &mut lock,
+            "UPDATE inventory SET stock = 1, version = version + 1 WHERE id = ?",
+            &item,
+        )
+        .await
+        .expect("leave one unit");
         lock.commit().await.expect("release the row");
         assert!(running, "the order runs");
         assert_eq!(probe.code(), "sold_out", "{probe:?}");
