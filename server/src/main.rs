@@ -12,7 +12,8 @@ use server::startup::{Application, shutdown_signal};
 /// fifth of the server's time on them (`_int_malloc`, `_int_free`,
 /// `malloc_consolidate`). jemalloc's thread caches and size classes take
 /// that path without consolidation passes, and keep the largest RSS of the
-/// bench's P2 runs where glibc's is (mimalloc 2.3's was twice as large).
+/// bench's P2 runs at or below glibc's (mimalloc 2.3's went past P5's
+/// 100 MB).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
