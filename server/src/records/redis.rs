@@ -427,24 +427,25 @@ async fn store_batch(batch: Vec<PendingAnswer>, mut conn: RedisConn, ttl_ms: u64
             .key(pending.marker.as_str())
             .arg(pending.hash.as_str());
     }
-    let answered: Result<Vec<i64>, RecordError> = invocation
-        .invoke_async(&mut conn)
+    let answered = invocation
+        .invoke_async::<Vec<i64>>(&mut conn)
         .await
-        .map_err(RecordError::from);
+        .map_err(RecordError::from)
+        .and_then(|flags| {
+            if flags.len() == batch.len() {
+                Ok(flags)
+            } else {
+                Err(RecordError(format!(
+                    "idempotency_answer_batch answered {} of {} keys",
+                    flags.len(),
+                    batch.len()
+                )))
+            }
+        });
     match answered {
-        Ok(flags) if flags.len() == batch.len() => {
+        Ok(flags) => {
             for (pending, flag) in batch.into_iter().zip(flags) {
                 let _ = pending.reply.send(Ok(flag == 1));
-            }
-        }
-        Ok(flags) => {
-            let e = format!(
-                "idempotency_answer_batch answered {} of {} keys",
-                flags.len(),
-                batch.len()
-            );
-            for pending in batch {
-                let _ = pending.reply.send(Err(RecordError(e.clone())));
             }
         }
         Err(e) => {
