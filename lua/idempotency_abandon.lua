@@ -9,8 +9,10 @@
 -- Returns 1 when dropped, 0 when there was no running claim of this owner
 -- for this payload.
 
-local rec = redis.call('HMGET', KEYS[1], 'hash', 'state', 'owner')
-if rec[1] ~= ARGV[1] or rec[2] ~= 'running' or rec[3] ~= ARGV[2] then
+local rec = redis.pcall('HMGET', KEYS[1], 'hash', 'state', 'owner')
+-- A string is a done record a batch stored (see idempotency_answer_batch):
+-- nobody's claim. HMGET refuses it with WRONGTYPE.
+if rec.err or rec[1] ~= ARGV[1] or rec[2] ~= 'running' or rec[3] ~= ARGV[2] then
   return 0
 end
 redis.call('DEL', KEYS[1])

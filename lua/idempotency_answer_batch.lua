@@ -15,10 +15,16 @@
 -- Returns one integer per attempt: 1 when its key was proven new (no record,
 -- the buyer's marker of this generation, "<generation>" or, while a
 -- reloaded buyer's records settle, "<generation>@<ms>": a known sell-out
--- stands either way, see idempotency_claim) and now holds the answer (done,
--- as idempotency_finish leaves it), 0 otherwise: that attempt must claim
--- its key alone (idempotency_claim).
+-- stands either way, see idempotency_claim) and now holds the answer, 0
+-- otherwise: that attempt must claim its key alone (idempotency_claim).
+--
+-- The answer is stored as one string, "<hash>\n<status>\n<body>", not as
+-- the hash of a claim: SET ... NX stores it and its expiry in one command
+-- where a hash takes three (EXISTS, HSET, PEXPIRE), and a sold-out flood is
+-- bound by Redis. Every script that reads a record reads both shapes; the
+-- string is a done record and never changes (an order replaces it whole).
 
+local answer = '\n' .. ARGV[1] .. '\n' .. ARGV[2]
 local answered = {}
 local attempts = #KEYS / 2
 for i = 1, attempts do
@@ -28,9 +34,7 @@ for i = 1, attempts do
   if marked and marked ~= ARGV[4] then
     marked = string.match(marked, '^([^@]+)@%d+$') or marked
   end
-  if marked == ARGV[4] and redis.call('EXISTS', key) == 0 then
-    redis.call('HSET', key, 'hash', ARGV[4 + i], 'state', 'done', 'status', ARGV[1], 'body', ARGV[2])
-    redis.call('PEXPIRE', key, tonumber(ARGV[3]))
+  if marked == ARGV[4] and redis.call('SET', key, ARGV[4 + i] .. answer, 'PX', ARGV[3], 'NX') then
     answered[i] = 1
   else
     answered[i] = 0

@@ -2,7 +2,8 @@
 -- report what is known about it.
 --
 -- KEYS[1] idem:{buyer}:key  hash: hash, state (running|done), status, body,
---                           owner, lease_until
+--                           owner, lease_until; or a done record as the
+--                           string "<hash>\n<status>\n<body>"
 -- KEYS[2] idem:{buyer}      the buyer's marker: the generation whose records
 --                           hold every answer the database keeps for this
 --                           buyer (see records/generation.rs), as
@@ -60,7 +61,13 @@ if proving then
     end
   end
 end
-local rec = redis.call('HMGET', KEYS[1], 'hash', 'state', 'status', 'body', 'lease_until')
+local rec = redis.pcall('HMGET', KEYS[1], 'hash', 'state', 'status', 'body', 'lease_until')
+-- A string is a done record a batch stored, "<hash>\n<status>\n<body>"
+-- (see idempotency_answer_batch); HMGET refuses it with WRONGTYPE.
+if rec.err then
+  local hash, status, body = string.match(redis.call('GET', KEYS[1]), '^([^\n]+)\n(%d+)\n(.*)$')
+  rec = {hash, 'done', status, body, false}
+end
 if not rec[1] then
   -- A known sell-out stands even while settling: no attempt from before
   -- the loss can commit an order for an item with no unit left.

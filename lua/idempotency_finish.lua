@@ -22,7 +22,13 @@
 -- was stored (the claim is gone, done, taken over or belongs to another
 -- payload, and the response is not an order).
 
-local rec = redis.call('HMGET', KEYS[1], 'hash', 'state', 'owner', 'status')
+local rec = redis.pcall('HMGET', KEYS[1], 'hash', 'state', 'owner', 'status')
+-- A string is a done record a batch stored, "<hash>\n<status>\n<body>"
+-- (see idempotency_answer_batch); HMGET refuses it with WRONGTYPE.
+if rec.err then
+  local hash, status = string.match(redis.call('GET', KEYS[1]), '^([^\n]+)\n(%d+)\n')
+  rec = {hash, 'done', false, status}
+end
 if rec[1] == ARGV[1] and rec[2] == 'running' and rec[3] == ARGV[2] then
   redis.call('HSET', KEYS[1], 'state', 'done', 'status', ARGV[3], 'body', ARGV[4])
   redis.call('HDEL', KEYS[1], 'owner', 'lease_until')

@@ -8,12 +8,16 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `p idem:{buyer}:key` | hash | `hash`, `state` (`running`/`done`), `status`, `body`, `owner`, `lease_until` |
+//! | `p idem:{buyer}:key` | string | a done record a batch stored: `<hash>\n<status>\n<body>` |
 //! | `p idem:{buyer}` | string | the generation whose records hold every durable answer of the buyer |
 //!
 //! Claims that carry their answer (an item known to be sold out) are sent in
 //! batches on a single Redis: whatever waits while the batches in flight run
 //! goes in the next, so a frenzy on a sold-out item costs one script per
 //! batch. Keys that are not proven new leave the batch and are claimed alone.
+//! A batch stores each answer as one string (one `SET … NX PX` where a hash
+//! takes three commands); every script, and the lookup, reads
+//! both shapes.
 
 use super::generation::{Generation, RecordsGeneration};
 use super::{
@@ -22,8 +26,7 @@ use super::{
 };
 use crate::redis_conn::RedisConn;
 use app::domain::BuyerId;
-use redis::{AsyncCommands, Script};
-use std::collections::HashMap;
+use redis::Script;
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -40,6 +43,8 @@ static ANSWER_BATCH: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../../lua/idempotency_answer_batch.lua")));
 static LOAD_BUYER: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../../lua/idempotency_load_buyer.lua")));
+static READ: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../../lua/idempotency_read.lua")));
 
 /// Most keys one batch script touches (bounds the time Redis spends in it).
 const ANSWER_BATCH_MAX: usize = 64;
@@ -332,23 +337,25 @@ impl RecordStore for RedisRecords {
         self.on_own_claim(&STEP_ASIDE, scope, hash, owner).await
     }
 
+    /// Runs `lua/idempotency_read.lua` (KEYS record), which reads either
+    /// shape of a record.
     async fn lookup(&self, scope: &KeyScope, now_ms: i64) -> Result<Option<Record>, RecordError> {
-        let mut fields: HashMap<String, String> =
-            self.conn.clone().hgetall(self.record_key(scope)).await?;
-        if fields.is_empty() {
+        let (state, status, body, lease_until): (
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+            Option<i64>,
+        ) = READ
+            .key(self.record_key(scope))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        if state.is_none() {
             return Ok(None);
         }
-        let state = fields.get("state").cloned();
-        let status = fields.get("status").and_then(|s| s.parse().ok());
-        let body = fields.remove("body");
         if let Some(stored) = StoredResponse::from_fields(state.as_deref(), status, body) {
             return Ok(Some(Record::Done(stored)));
         }
-        let lease_until: i64 = fields
-            .get("lease_until")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        Ok(Some(if lease_until > now_ms {
+        Ok(Some(if lease_until.unwrap_or(0) > now_ms {
             Record::Running
         } else {
             Record::Abandoned

@@ -14,8 +14,8 @@ use server::records::kept_refusals::KeptRefusals;
 use server::records::redis::RedisRecords;
 use server::records::sql::{KeptRefusal, SqlRecords};
 use server::records::{
-    CLAIM_LEASE, Claimed, Finished, KeyScope, LeaseOwner, Proof, Record, RecordStore, RequestHash,
-    StoredResponse,
+    CLAIM_LEASE, Claimed, DurableAnswer, Finished, KeyScope, LeaseOwner, Proof, Record,
+    RecordStore, RequestHash, StoredResponse,
 };
 use server::redis_conn::RedisConn;
 use std::sync::Arc;
@@ -489,5 +489,132 @@ async fn a_reloaded_buyers_new_keys_prove_nothing_for_one_lease() {
         claim("after", NOW + 2, None).await,
         Some(Claimed::Run(Proof::NoOrder)),
         "the settled marker stays settled"
+    );
+}
+
+/// A batch stores a known answer as one string, not as a claim's hash
+/// (half the commands per sold-out answer). Every script and the lookup
+/// read it as the done record it is: replays and reuses are answered from
+/// it, nobody owns it, a refusal never replaces it and an order always does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_stored_by_a_batch_is_a_done_record_to_every_reader() {
+    let s = redis_subject().await;
+    let (Some(redis), Some(generation), Some((test_redis, _))) =
+        (&s.redis, &s.generation, &s._redis)
+    else {
+        unreachable!("the redis subject has its store, generation and server");
+    };
+    let buyer = s.buyer().await;
+    let mut conn = test_redis.connection().await;
+    let mut answered = Vec::new();
+    for key in ["b1", "b2", "b3"] {
+        let k = scope(&buyer, key);
+        let claimed = s
+            .store
+            .claim(&k, &hash(1), &LeaseOwner::new(), NOW, Some(&refusal()))
+            .await;
+        assert_eq!(claimed.ok(), Some(Claimed::Answered), "{key}");
+        let shape: String = redis::cmd("TYPE")
+            .arg(format!("{}idem:{{{buyer}}}:{key}", test_redis.prefix))
+            .query_async(&mut conn)
+            .await
+            .expect("type");
+        assert_eq!(shape, "string", "{key}: this test reads the batch's shape");
+        let ttl_ms: i64 = redis::cmd("PTTL")
+            .arg(format!("{}idem:{{{buyer}}}:{key}", test_redis.prefix))
+            .query_async(&mut conn)
+            .await
+            .expect("pttl");
+        let ttl = TTL.as_millis() as i64;
+        assert!(
+            (ttl - 60_000..=ttl).contains(&ttl_ms),
+            "{key}: ttl {ttl_ms} ms"
+        );
+        answered.push(k);
+    }
+    let [b1, b2, b3] = &answered[..] else {
+        unreachable!("three keys were answered");
+    };
+
+    assert_eq!(
+        s.store.lookup(b1, NOW + 1).await.ok(),
+        Some(Some(Record::Done(refusal())))
+    );
+    let replay = s
+        .store
+        .claim(b1, &hash(1), &LeaseOwner::new(), NOW + 1, None)
+        .await;
+    assert!(
+        matches!(replay, Ok(Claimed::Replay(ref r, _)) if *r == refusal()),
+        "{replay:?}"
+    );
+    let reused = s
+        .store
+        .claim(b1, &hash(2), &LeaseOwner::new(), NOW + 1, None)
+        .await;
+    assert!(
+        matches!(reused, Ok(Claimed::KeyReused(Some(ref r), _)) if *r == refusal()),
+        "{reused:?}"
+    );
+
+    // Nobody owns it: abandon and step aside leave it as it is.
+    let owner = LeaseOwner::new();
+    s.store
+        .abandon(b1, &hash(1), &owner)
+        .await
+        .expect("abandon");
+    s.store
+        .step_aside(b1, &hash(1), &owner)
+        .await
+        .expect("step aside");
+    assert_eq!(
+        s.store.lookup(b1, NOW + 2).await.ok(),
+        Some(Some(Record::Done(refusal())))
+    );
+
+    // A refusal never replaces it; an order (a lost claim's, finishing
+    // late) does.
+    let late_refusal = s
+        .store
+        .finish(b1, &hash(1), &owner, &refusal(), NOW + 3)
+        .await;
+    assert_eq!(late_refusal.ok(), Some(Finished::NotOwner));
+    let order = receipt("o-b1");
+    let finished = s.store.finish(b1, &hash(1), &owner, &order, NOW + 3).await;
+    assert_eq!(finished.ok(), Some(Finished::Stored));
+    assert_eq!(
+        s.store.lookup(b1, NOW + 4).await.ok(),
+        Some(Some(Record::Done(order)))
+    );
+
+    // Loading the buyer's durable answers: an order replaces it, a refusal
+    // leaves it.
+    let current = generation.current().expect("a fresh generation reading");
+    let loaded_order = receipt("o-b2");
+    let durable = |k: &KeyScope, response: StoredResponse| DurableAnswer {
+        key: k.key.clone(),
+        hash: hash(1),
+        response,
+    };
+    let kept = StoredResponse {
+        status: 409,
+        body: r#"{"code":"limit_reached","message":"limit","retryable":false}"#.into(),
+    };
+    redis
+        .load_buyer(
+            &buyer,
+            current,
+            &[durable(b2, loaded_order.clone()), durable(b3, kept)],
+            NOW + 5,
+        )
+        .await
+        .expect("load the buyer");
+    assert_eq!(
+        s.store.lookup(b2, NOW + 6).await.ok(),
+        Some(Some(Record::Done(loaded_order)))
+    );
+    assert_eq!(
+        s.store.lookup(b3, NOW + 6).await.ok(),
+        Some(Some(Record::Done(refusal())))
     );
 }
