@@ -113,6 +113,16 @@ impl Subject {
         }
         buyer
     }
+
+    /// The Redis subject's store, records generation and server.
+    fn redis_parts(&self) -> (&RedisRecords, &RecordsGeneration, &TestRedis) {
+        match (&self.redis, &self.generation, &self._redis) {
+            (Some(redis), Some(generation), Some((test_redis, _))) => {
+                (redis, generation, test_redis)
+            }
+            _ => unreachable!("only the redis subject has a store, generation and server"),
+        }
+    }
 }
 
 fn scope(buyer: &BuyerId, key: &str) -> KeyScope {
@@ -319,11 +329,7 @@ async fn a_key_with_an_order_is_not_new_to_a_store_that_never_saw_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_whose_claim_redis_lost_is_stored_over_the_reloaded_records() {
     let s = redis_subject().await;
-    let (Some(redis), Some(generation), Some((test_redis, _))) =
-        (&s.redis, &s.generation, &s._redis)
-    else {
-        unreachable!("the redis subject has its store, generation and server");
-    };
+    let (redis, generation, test_redis) = s.redis_parts();
     let buyer = s.buyer().await;
     let k = scope(&buyer, "k5");
     let attempt = LeaseOwner::new();
@@ -447,9 +453,7 @@ async fn refusals_kept_in_groups_are_each_kept_and_never_replace_an_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reloaded_buyers_new_keys_prove_nothing_for_one_lease() {
     let s = redis_subject().await;
-    let (Some(redis), Some(generation)) = (&s.redis, &s.generation) else {
-        unreachable!("the redis subject has its store and generation");
-    };
+    let (redis, generation, _) = s.redis_parts();
     let buyer = BuyerId::parse(&uuid::Uuid::new_v4().to_string()).expect("buyer");
     let current = generation.current().expect("a fresh generation reading");
     redis
@@ -499,11 +503,7 @@ async fn a_reloaded_buyers_new_keys_prove_nothing_for_one_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_stored_by_a_batch_is_a_done_record_to_every_reader() {
     let s = redis_subject().await;
-    let (Some(redis), Some(generation), Some((test_redis, _))) =
-        (&s.redis, &s.generation, &s._redis)
-    else {
-        unreachable!("the redis subject has its store, generation and server");
-    };
+    let (redis, generation, test_redis) = s.redis_parts();
     let buyer = s.buyer().await;
     let mut conn = test_redis.connection().await;
     let mut answered = Vec::new();
@@ -514,14 +514,15 @@ async fn an_answer_stored_by_a_batch_is_a_done_record_to_every_reader() {
             .claim(&k, &hash(1), &LeaseOwner::new(), NOW, Some(&refusal()))
             .await;
         assert_eq!(claimed.ok(), Some(Claimed::Answered), "{key}");
+        let record = format!("{}idem:{{{buyer}}}:{key}", test_redis.prefix);
         let shape: String = redis::cmd("TYPE")
-            .arg(format!("{}idem:{{{buyer}}}:{key}", test_redis.prefix))
+            .arg(&record)
             .query_async(&mut conn)
             .await
             .expect("type");
         assert_eq!(shape, "string", "{key}: this test reads the batch's shape");
         let ttl_ms: i64 = redis::cmd("PTTL")
-            .arg(format!("{}idem:{{{buyer}}}:{key}", test_redis.prefix))
+            .arg(&record)
             .query_async(&mut conn)
             .await
             .expect("pttl");
