@@ -15,7 +15,8 @@
 -- Returns one integer per attempt: 1 when its key was proven new (no record,
 -- the buyer's marker of this generation, "<generation>" or, while a
 -- reloaded buyer's records settle, "<generation>@<ms>": a known sell-out
--- stands either way, see idempotency_claim) and now holds the answer, 0
+-- stands either way, see idempotency_claim; a load's fence "~<id>" is no
+-- marker) and now holds the answer, 0
 -- otherwise: that attempt must claim its key alone (idempotency_claim).
 --
 -- The answer is stored as one string, "<hash>\n<status>\n<body>", not as

@@ -11,7 +11,10 @@
 --                           answers were loaded again (after Redis lost
 --                           them): until <ms>, an attempt that claimed before
 --                           the loss may still commit an order, so a new key
---                           is not proven to have none
+--                           is not proven to have none; or "~<id>", the
+--                           fence of a load under way (see
+--                           idempotency_load_fence), which vouches for
+--                           nothing
 -- ARGV[1] hash of the request payload
 -- ARGV[2] now, ms since epoch
 -- ARGV[3] lease, ms: a running claim older than this was abandoned (its

@@ -12,12 +12,14 @@
 //!
 //! A Redis store that cannot vouch for a buyer (its data was lost, or the
 //! generation moved on) first loads the buyer's durable answers from the
-//! database, then claims again.
+//! database, then claims again. A load that Redis's data loss overtook
+//! writes nothing (its fence fell), and the buyer is loaded once more.
 
 use super::refusal::{Gate, Refusal, Truth};
 use super::{Attempt, Route};
 use crate::metrics::{self as m, Metrics};
 use crate::records::generation::RecordsGeneration;
+use crate::records::redis::Loaded;
 use crate::records::{
     COMMIT_WITHIN, Claimed, KeyScope, LeaseOwner, Proof, Records, RecordsAt, RequestHash,
     StoredResponse,
@@ -50,6 +52,10 @@ pub enum Claim {
     /// Answered here.
     Answered(Placement),
 }
+
+/// Loads of the buyer's answers one claim may run before it gives up ("try
+/// again"): Redis lost its data during each.
+const LOADS: usize = 2;
 
 /// The stored answer of a refusal by the sold-out memo: the same for every
 /// request, so it is serialized once.
@@ -135,8 +141,8 @@ impl ClaimStage {
             .then(|| &*KNOWN_SOLD_OUT)
             .and_then(Option::as_ref);
 
-        // Twice at most: the second round follows loading the buyer.
-        let mut loaded = false;
+        // Each load of the buyer is followed by one more claim.
+        let mut loads = 0;
         let mut commit_by;
         let claimed = loop {
             commit_by = Instant::now() + COMMIT_WITHIN;
@@ -144,8 +150,8 @@ impl ClaimStage {
                 .claim(&scope, &hash, &owner, crate::db::now_ms(), answer)
                 .await
             {
-                Ok(Claimed::LoadBuyer) if !loaded => {
-                    loaded = true;
+                Ok(Claimed::LoadBuyer) if loads < LOADS => {
+                    loads += 1;
                     if let Err(e) = self.load_buyer(&scope).await {
                         tracing::warn!(error = %e, "loading the buyer's answers into Redis failed");
                         self.count("error", route);
@@ -274,7 +280,8 @@ impl ClaimStage {
     }
 
     /// Loads the buyer's durable answers into Redis, vouched for by the
-    /// current generation.
+    /// current generation, under a fence that Redis loses with its data
+    /// (see [`crate::records::redis::RedisRecords::fence_load`]).
     async fn load_buyer(&self, scope: &KeyScope) -> Result<(), crate::records::RecordError> {
         let (Some(redis), Some(generation)) = (&self.records.redis, &self.generation) else {
             return Ok(());
@@ -282,14 +289,24 @@ impl ClaimStage {
         let Some(current) = generation.current() else {
             return Ok(());
         };
+        let Some(load) = redis.fence_load(&scope.buyer, current).await? else {
+            return Ok(());
+        };
         let answers = self
             .records
             .sql
             .durable_answers(&scope.buyer, crate::db::now_ms())
             .await?;
-        redis
-            .load_buyer(&scope.buyer, current, &answers, crate::db::now_ms())
-            .await
+        if redis
+            .load_buyer(load, &answers, crate::db::now_ms())
+            .await?
+            == Loaded::FenceGone
+        {
+            tracing::info!(
+                "the load's fence fell (Redis lost its data, or another load finished first); claiming again"
+            );
+        }
+        Ok(())
     }
 }
 

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `p idem:{buyer}:key` | hash | `hash`, `state` (`running`/`done`), `status`, `body`, `owner`, `lease_until` |
 //! | `p idem:{buyer}:key` | string | a done record a batch stored: `<hash>\n<status>\n<body>` |
-//! | `p idem:{buyer}` | string | the generation whose records hold every durable answer of the buyer |
+//! | `p idem:{buyer}` | string | the generation whose records hold every durable answer of the buyer, or the fence `~<id>` of a load under way |
 //!
 //! Claims that carry their answer (an item known to be sold out) are sent in
 //! batches on a single Redis: whatever waits while the batches in flight run
@@ -18,6 +18,12 @@
 //! A batch stores each answer as one string (one `SET … NX PX` where a hash
 //! takes three commands); every script, and the lookup, reads
 //! both shapes.
+//!
+//! A buyer's answers are loaded from the database under a fence put where
+//! the marker goes before the read ([`RedisRecords::fence_load`]): if Redis
+//! loses its data between the read and the write, the fence goes with it
+//! and the load writes nothing, so a marker never vouches for records that
+//! miss an answer stored in between.
 
 use super::generation::{Generation, RecordsGeneration};
 use super::{
@@ -41,6 +47,8 @@ static STEP_ASIDE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../../lua/idempotency_step_aside.lua")));
 static ANSWER_BATCH: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../../lua/idempotency_answer_batch.lua")));
+static LOAD_FENCE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../../lua/idempotency_load_fence.lua")));
 static LOAD_BUYER: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../../lua/idempotency_load_buyer.lua")));
 static READ: LazyLock<Script> =
@@ -57,6 +65,31 @@ const ANSWER_BATCHES_IN_FLIGHT: usize = 2;
 /// A marker lives this much less than the records it vouches for (or a
 /// tenth of their time, if that is less), so it never outlives one of them.
 const MARKER_MARGIN: Duration = Duration::from_secs(60);
+
+/// How long a load's fence stands: far longer than a read of one buyer's
+/// answers (a load still reading when it falls writes nothing, and the
+/// buyer is loaded again).
+const LOAD_FENCE_TTL: Duration = Duration::from_secs(30);
+
+/// A load of one buyer's durable answers under way: the fence it reads the
+/// database under (see `lua/idempotency_load_fence.lua`).
+#[must_use = "a fenced load writes nothing until it is finished with load_buyer"]
+pub struct BuyerLoad {
+    buyer: BuyerId,
+    generation: Generation,
+    fence: String,
+}
+
+/// What became of a load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loaded {
+    /// The answers are in Redis and the buyer's marker vouches for them.
+    Written,
+    /// The fence fell before the write (Redis lost its data since the read,
+    /// or another load under the same fence finished first): nothing was
+    /// written, and the answers read may miss some stored meanwhile.
+    FenceGone,
+}
 
 /// One claim waiting for a batch: its keys, payload hash, answer and
 /// generation, and where to tell whether the key was proven new.
@@ -135,22 +168,53 @@ impl RedisRecords {
         Ok(())
     }
 
-    /// Writes a buyer's durable answers (read from the database just
-    /// before, at `now_ms`) and marks the buyer's records complete for
-    /// `generation`, settled one lease later: until then an attempt that
-    /// claimed before Redis lost the records may still commit.
+    /// Starts loading a buyer's durable answers for `generation`: puts (or
+    /// shares) the fence the database is then read under. `None` when the
+    /// buyer's records are already complete for `generation`.
+    ///
+    /// # Errors
+    /// The store is unreachable.
+    pub async fn fence_load(
+        &self,
+        buyer: &BuyerId,
+        generation: Generation,
+    ) -> Result<Option<BuyerLoad>, RecordError> {
+        let fence: Option<String> = LOAD_FENCE
+            .key(self.marker_key(buyer))
+            .arg(generation.get())
+            .arg(format!("~{}", LeaseOwner::new().as_str()))
+            .arg(LOAD_FENCE_TTL.as_millis() as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(fence.map(|fence| BuyerLoad {
+            buyer: buyer.clone(),
+            generation,
+            fence,
+        }))
+    }
+
+    /// Writes a buyer's durable answers, read from the database under
+    /// `load`'s fence and before `now_ms`, and marks the buyer's records
+    /// complete for its generation, settled one lease later: until then an
+    /// attempt that claimed before Redis lost the records may still commit.
+    /// Writes nothing when the fence fell since.
     ///
     /// # Errors
     /// The store is unreachable.
     pub async fn load_buyer(
         &self,
-        buyer: &BuyerId,
-        generation: Generation,
+        load: BuyerLoad,
         answers: &[DurableAnswer],
         now_ms: i64,
-    ) -> Result<(), RecordError> {
-        let mut invocation = LOAD_BUYER.key(self.marker_key(buyer));
+    ) -> Result<Loaded, RecordError> {
+        let BuyerLoad {
+            buyer,
+            generation,
+            fence,
+        } = load;
+        let mut invocation = LOAD_BUYER.key(self.marker_key(&buyer));
         invocation
+            .arg(fence)
             .arg(format!(
                 "{generation}@{}",
                 now_ms + CLAIM_LEASE.as_millis() as i64
@@ -168,8 +232,12 @@ impl RedisRecords {
                 .arg(answer.response.status)
                 .arg(answer.response.body.as_str());
         }
-        let _written: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
-        Ok(())
+        let written: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
+        Ok(if written < 0 {
+            Loaded::FenceGone
+        } else {
+            Loaded::Written
+        })
     }
 
     /// Runs a script that acts on a running claim of `owner` (KEYS record;

@@ -11,7 +11,7 @@ use server::config::RedisTarget;
 use server::db::Database;
 use server::records::generation::RecordsGeneration;
 use server::records::kept_refusals::KeptRefusals;
-use server::records::redis::RedisRecords;
+use server::records::redis::{Loaded, RedisRecords};
 use server::records::sql::{KeptRefusal, SqlRecords};
 use server::records::{
     CLAIM_LEASE, Claimed, DurableAnswer, Finished, KeyScope, LeaseOwner, Proof, Record,
@@ -123,6 +123,27 @@ impl Subject {
             _ => unreachable!("only the redis subject has a store, generation and server"),
         }
     }
+}
+
+/// Loads a buyer's durable answers the way a claim does: under a fence put
+/// before the answers were read (here: handed in).
+async fn load(
+    redis: &RedisRecords,
+    generation: &RecordsGeneration,
+    buyer: &BuyerId,
+    answers: &[DurableAnswer],
+    now_ms: i64,
+) -> Loaded {
+    let current = generation.current().expect("a fresh generation reading");
+    let load = redis
+        .fence_load(buyer, current)
+        .await
+        .expect("fence the load")
+        .expect("the buyer's records need a load");
+    redis
+        .load_buyer(load, answers, now_ms)
+        .await
+        .expect("load the buyer")
 }
 
 fn scope(buyer: &BuyerId, key: &str) -> KeyScope {
@@ -345,11 +366,10 @@ async fn an_order_whose_claim_redis_lost_is_stored_over_the_reloaded_records() {
         .query_async(&mut conn)
         .await
         .expect("del");
-    let current = generation.current().expect("a fresh generation reading");
-    redis
-        .load_buyer(&buyer, current, &[], NOW + 1)
-        .await
-        .expect("load the buyer");
+    assert_eq!(
+        load(redis, generation, &buyer, &[], NOW + 1).await,
+        Loaded::Written
+    );
 
     // The order commits; its answer is stored although the claim is gone.
     let order = receipt("o-1");
@@ -455,11 +475,10 @@ async fn a_reloaded_buyers_new_keys_prove_nothing_for_one_lease() {
     let s = redis_subject().await;
     let (redis, generation, _) = s.redis_parts();
     let buyer = BuyerId::parse(&uuid::Uuid::new_v4().to_string()).expect("buyer");
-    let current = generation.current().expect("a fresh generation reading");
-    redis
-        .load_buyer(&buyer, current, &[], NOW)
-        .await
-        .expect("load the buyer");
+    assert_eq!(
+        load(redis, generation, &buyer, &[], NOW).await,
+        Loaded::Written
+    );
     let lease = CLAIM_LEASE.as_millis() as i64;
     let claim = |key: &'static str, at: i64, answer: Option<StoredResponse>| {
         let (store, buyer) = (s.store.clone(), buyer.clone());
@@ -588,9 +607,13 @@ async fn an_answer_stored_by_a_batch_is_a_done_record_to_every_reader() {
         Some(Some(Record::Done(order)))
     );
 
-    // Loading the buyer's durable answers: an order replaces it, a refusal
-    // leaves it.
-    let current = generation.current().expect("a fresh generation reading");
+    // Loading the buyer's durable answers (the marker expired; the records
+    // outlive it): an order replaces it, a refusal leaves it.
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("{}idem:{{{buyer}}}", test_redis.prefix))
+        .query_async(&mut conn)
+        .await
+        .expect("del");
     let loaded_order = receipt("o-b2");
     let durable = |k: &KeyScope, response: StoredResponse| DurableAnswer {
         key: k.key.clone(),
@@ -601,15 +624,17 @@ async fn an_answer_stored_by_a_batch_is_a_done_record_to_every_reader() {
         status: 409,
         body: r#"{"code":"limit_reached","message":"limit","retryable":false}"#.into(),
     };
-    redis
-        .load_buyer(
+    assert_eq!(
+        load(
+            redis,
+            generation,
             &buyer,
-            current,
             &[durable(b2, loaded_order.clone()), durable(b3, kept)],
             NOW + 5,
         )
-        .await
-        .expect("load the buyer");
+        .await,
+        Loaded::Written
+    );
     assert_eq!(
         s.store.lookup(b2, NOW + 6).await.ok(),
         Some(Some(Record::Done(loaded_order)))
@@ -618,4 +643,150 @@ async fn an_answer_stored_by_a_batch_is_a_done_record_to_every_reader() {
         s.store.lookup(b3, NOW + 6).await.ok(),
         Some(Some(Record::Done(refusal())))
     );
+}
+
+/// A load reads the buyer's answers from the database, then writes them to
+/// Redis. Here a refusal is kept (in the database and in Redis) after the
+/// read, then Redis loses the buyer's records, then the load writes: it
+/// must write nothing, or its marker would vouch for records that miss the
+/// refusal, and a replay with another payload would be proven new and
+/// ordered. The fault run's history checker caught that on PostgreSQL (a
+/// 409 sold_out, then a 201 for the same key after a FLUSHALL). On main
+/// before this test, the load wrote its marker and the replay ran anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_overtaken_by_a_redis_data_loss_writes_nothing() {
+    let s = redis_subject().await;
+    let (redis, generation, test_redis) = s.redis_parts();
+    let sql = SqlRecords::new(s.db.clone(), TTL, true);
+    let buyer = s.buyer().await;
+    let k = scope(&buyer, "refused");
+    let attempt = LeaseOwner::new();
+    let claimed = s.store.claim(&k, &hash(1), &attempt, NOW, None).await;
+    assert_eq!(claimed.ok(), Some(Claimed::Run(Proof::NoOrder)));
+
+    // The buyer's marker expires; a claim of another key fences a load and
+    // reads the database, which has nothing yet.
+    let mut conn = test_redis.connection().await;
+    let marker = format!("{}idem:{{{buyer}}}", test_redis.prefix);
+    let record = format!("{}idem:{{{buyer}}}:refused", test_redis.prefix);
+    let _: i64 = redis::cmd("DEL")
+        .arg(&marker)
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+    let current = generation.current().expect("a fresh generation reading");
+    let overtaken = redis
+        .fence_load(&buyer, current)
+        .await
+        .expect("fence")
+        .expect("the buyer needs a load");
+    let read_early = sql.durable_answers(&buyer, NOW + 1).await.expect("read");
+    assert!(read_early.is_empty());
+
+    // The first attempt is refused: kept in the database, then in Redis.
+    sql.keep_durably(&[KeptRefusal {
+        scope: k.clone(),
+        hash: hash(1),
+        response: refusal(),
+        now_ms: NOW + 2,
+    }])
+    .await
+    .expect("keep the refusal");
+    let finished = s
+        .store
+        .finish(&k, &hash(1), &attempt, &refusal(), NOW + 2)
+        .await;
+    assert_eq!(finished.ok(), Some(Finished::Stored));
+
+    // Redis loses the buyer's records, fence included; the load writes.
+    let _: i64 = redis::cmd("DEL")
+        .arg(&marker)
+        .arg(&record)
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+    assert_eq!(
+        redis.load_buyer(overtaken, &read_early, NOW + 3).await.ok(),
+        Some(Loaded::FenceGone)
+    );
+
+    // A replay with another payload, after the lease: the buyer must be
+    // loaded again, and then hears that the key was used.
+    let lease = CLAIM_LEASE.as_millis() as i64;
+    let other = |at: i64| {
+        let (store, k) = (s.store.clone(), k.clone());
+        async move {
+            store
+                .claim(&k, &hash(2), &LeaseOwner::new(), at, None)
+                .await
+                .ok()
+        }
+    };
+    assert_eq!(other(NOW + 4 + lease).await, Some(Claimed::LoadBuyer));
+    let answers = sql.durable_answers(&buyer, NOW + 5).await.expect("read");
+    assert_eq!(
+        load(redis, generation, &buyer, &answers, NOW + 5).await,
+        Loaded::Written
+    );
+    assert_eq!(
+        other(NOW + 6 + lease).await,
+        Some(Claimed::KeyReused(Some(refusal()), Proof::NoOrder))
+    );
+    let replay = s
+        .store
+        .claim(&k, &hash(1), &LeaseOwner::new(), NOW + 7 + lease, None)
+        .await;
+    assert_eq!(
+        replay.ok(),
+        Some(Claimed::Replay(refusal(), Proof::NoOrder))
+    );
+}
+
+/// Loads under way share one fence (each read the database after it was
+/// put); the first to write marks the buyer, the others write nothing, and
+/// a buyer already marked needs no load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_under_way_share_one_fence_and_the_first_write_marks_the_buyer() {
+    let s = redis_subject().await;
+    let (redis, generation, _) = s.redis_parts();
+    let buyer = BuyerId::parse(&uuid::Uuid::new_v4().to_string()).expect("buyer");
+    let current = generation.current().expect("a fresh generation reading");
+    let first = redis
+        .fence_load(&buyer, current)
+        .await
+        .expect("fence")
+        .expect("an unmarked buyer needs a load");
+    let second = redis
+        .fence_load(&buyer, current)
+        .await
+        .expect("fence")
+        .expect("a load under way is not a marked buyer");
+    assert_eq!(
+        redis.load_buyer(second, &[], NOW).await.ok(),
+        Some(Loaded::Written)
+    );
+    assert_eq!(
+        redis.load_buyer(first, &[], NOW).await.ok(),
+        Some(Loaded::FenceGone),
+        "the buyer is marked already"
+    );
+    assert!(
+        redis
+            .fence_load(&buyer, current)
+            .await
+            .expect("fence")
+            .is_none(),
+        "a marked buyer needs no load"
+    );
+    let claimed = s
+        .store
+        .claim(
+            &scope(&buyer, "new"),
+            &hash(1),
+            &LeaseOwner::new(),
+            NOW + CLAIM_LEASE.as_millis() as i64,
+            None,
+        )
+        .await;
+    assert_eq!(claimed.ok(), Some(Claimed::Run(Proof::NoOrder)));
 }
