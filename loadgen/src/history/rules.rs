@@ -171,13 +171,13 @@ struct KeyHistory<'h> {
     events: Vec<&'h Event>,
 }
 
-impl KeyHistory<'_> {
-    fn same_payload(&self) -> impl Iterator<Item = &&Event> {
+impl<'h> KeyHistory<'h> {
+    fn same_payload(&self) -> impl Iterator<Item = &&'h Event> {
         self.events.iter().filter(|e| e.payload == self.original)
     }
 
     /// The first definite answer to the original payload, by arrival.
-    fn first_definite(&self) -> Option<&Event> {
+    fn first_definite(&self) -> Option<&'h Event> {
         self.same_payload()
             .filter(|e| is_definite(e))
             .min_by_key(|e| e.received_us)
@@ -185,7 +185,7 @@ impl KeyHistory<'_> {
     }
 
     /// The latest definite answer to the original payload, by arrival.
-    fn latest_definite(&self) -> Option<&Event> {
+    fn latest_definite(&self) -> Option<&'h Event> {
         self.same_payload()
             .filter(|e| is_definite(e))
             .max_by_key(|e| e.received_us)
@@ -350,8 +350,8 @@ pub fn judge(history: &History, evidence: &Evidence, buyer_ids: &[String]) -> Ve
         let parts = decided_parts(k, &redis_losses);
         verdict.counts.keys_decided_again += parts.len() as u64 - 1;
         for part in &parts {
-            rule_4(part, &who, &mut verdict);
-            rule_5(part, &who, &mut verdict);
+            rule_4(part, k, &who, &mut verdict);
+            rule_5(part, k, &who, &mut verdict);
         }
     }
     for lookup in evidence.by_key.values() {
@@ -544,7 +544,8 @@ fn rule_3(
     }
 }
 
-fn rule_4(k: &KeyHistory<'_>, who: &str, verdict: &mut Verdict) {
+/// `whole`: the key's every request, for the example (`k` may be one part).
+fn rule_4(k: &KeyHistory<'_>, whole: &KeyHistory<'_>, who: &str, verdict: &mut Verdict) {
     let Some(first) = k.first_definite() else {
         return;
     };
@@ -565,11 +566,12 @@ fn rule_4(k: &KeyHistory<'_>, who: &str, verdict: &mut Verdict) {
             };
             verdict.add(kind, e.received_us, || {
                 format!(
-                    "{who}: first {} with {}, then {} with {}",
+                    "{who}: first {} with {}, then {} with {}; the key's requests: {}",
                     line(first),
                     first.body.as_deref().unwrap_or(""),
                     line(e),
-                    e.body.as_deref().unwrap_or("")
+                    e.body.as_deref().unwrap_or(""),
+                    every_line(whole)
                 )
             });
         } else if is_created(e) && !e.answer.replayed {
@@ -605,9 +607,14 @@ fn redis_losses(history: &History) -> Vec<u64> {
 ///
 /// A loss counts from the moment the first answer was *sent*: the server
 /// may have stored it just before the loss and answered after it (a slow
-/// reply). The new part's decision is then taken from requests sent after
-/// the loss, which are surely decided after it; the answer in flight
-/// across the loss decides only when no such request did.
+/// reply), or decided it after the loss (a claim made once Redis was back).
+/// The new part's decision is then taken from requests sent after the
+/// loss, which are surely decided after it, unless the first of those to
+/// be answered heard 422 while the first answer came back after the loss:
+/// the first answer then decided after the loss, and belongs to both parts
+/// (its refusal is the key's record until the next loss erases it too).
+/// The answer in flight across the loss decides only when no request sent
+/// after it did.
 fn decided_parts<'h>(k: &KeyHistory<'h>, redis_losses: &[u64]) -> Vec<KeyHistory<'h>> {
     let mut parts = Vec::new();
     let mut rest: Vec<&'h Event> = k.events.clone();
@@ -638,7 +645,7 @@ fn decided_parts<'h>(k: &KeyHistory<'h>, redis_losses: &[u64]) -> Vec<KeyHistory
         split_at = Some(at);
         // The erased refusal belongs to the part it decided, even when its
         // answer came back after the loss.
-        let (before, after): (Vec<&'h Event>, Vec<&'h Event>) = rest
+        let (before, mut after): (Vec<&'h Event>, Vec<&'h Event>) = rest
             .into_iter()
             .partition(|e| e.received_us < at || std::ptr::eq(*e, first));
         parts.push(KeyHistory {
@@ -651,19 +658,38 @@ fn decided_parts<'h>(k: &KeyHistory<'h>, redis_losses: &[u64]) -> Vec<KeyHistory
         let decides = |e: &&&Event| {
             is_definite(e) && e.answer.code.as_deref() != Some("idempotency_key_reused")
         };
-        original = after
+        // A 422 answered before any such decision says another payload's
+        // record stood after the loss: the first answer's, when it came
+        // back after the loss (decided once Redis was back).
+        let earliest_sent_after = after
             .iter()
-            .filter(|e| e.sent_us >= at)
-            .filter(decides)
+            .filter(|e| e.sent_us >= at && is_definite(e))
             .min_by_key(|e| e.received_us)
-            .or_else(|| after.iter().filter(decides).min_by_key(|e| e.received_us))
-            .or(after.first())
-            .map_or(original, |e| e.payload);
+            .copied();
+        let decided_by_first = earliest_sent_after.is_some_and(|e| {
+            e.answer.code.as_deref() == Some("idempotency_key_reused")
+                && e.payload != first.payload
+                && first.received_us >= at
+        });
+        original = if decided_by_first {
+            after.insert(0, first);
+            first.payload
+        } else {
+            after
+                .iter()
+                .filter(|e| e.sent_us >= at)
+                .filter(decides)
+                .min_by_key(|e| e.received_us)
+                .or_else(|| after.iter().filter(decides).min_by_key(|e| e.received_us))
+                .or(after.first())
+                .map_or(original, |e| e.payload)
+        };
         rest = after;
     }
 }
 
-fn rule_5(k: &KeyHistory<'_>, who: &str, verdict: &mut Verdict) {
+/// `whole`: the key's every request, for the example (`k` may be one part).
+fn rule_5(k: &KeyHistory<'_>, whole: &KeyHistory<'_>, who: &str, verdict: &mut Verdict) {
     let Some(first) = k.first_definite() else {
         return;
     };
@@ -678,7 +704,7 @@ fn rule_5(k: &KeyHistory<'_>, who: &str, verdict: &mut Verdict) {
                     "{who}: first {}, then {}; the key's requests: {}",
                     line(first),
                     line(e),
-                    every_line(k)
+                    every_line(whole)
                 )
             });
         } else if is_definite(e) && e.answer.code.as_deref() != Some("idempotency_key_reused") {
@@ -687,7 +713,7 @@ fn rule_5(k: &KeyHistory<'_>, who: &str, verdict: &mut Verdict) {
                     "{who}: first {}, then {}; the key's requests: {}",
                     line(first),
                     line(e),
-                    every_line(k)
+                    every_line(whole)
                 )
             });
         }
@@ -1177,6 +1203,53 @@ mod tests {
             &["b0".to_owned()],
         );
         assert_eq!(count(&v, Violation::CreatedAndRefused), 1);
+    }
+
+    /// The first refusal was sent before Redis lost its data and decided
+    /// after it (its claim was made once Redis was back): another payload
+    /// then hears 422, and after a second loss erases that refusal too, it
+    /// is decided anew. (The fault run's MariaDB history on 5608d89 flagged
+    /// such a key as r4: 422, then 409 after the second loss.)
+    #[test]
+    fn a_refusal_decided_after_a_loss_is_erased_by_the_next_one() {
+        // Sent at 0, answered at 0.9 s; the losses come at 0.5 s and 5 s.
+        let mut first = sold_out(Purpose::First, 0);
+        first.received_us = 900_000;
+        let other = |t: u64, status: u16, code: &str| {
+            event(REPLAY, 2, t, Some(status), false, &error(code, false))
+        };
+        let history = |events: Vec<Event>, losses: &[u64]| History {
+            events,
+            faults: losses
+                .iter()
+                .map(|&at_us| FaultMark {
+                    name: "redis-kill".into(),
+                    at_us,
+                })
+                .collect(),
+            ..History::with_limit(100)
+        };
+        let events = || {
+            vec![
+                first.clone(),
+                other(2_000, 422, "idempotency_key_reused"),
+                other(6_000, 409, "sold_out"),
+            ]
+        };
+        let v = judge(
+            &history(events(), &[500_000, 5_000_000]),
+            &evidence(vec![]),
+            &["b0".to_owned()],
+        );
+        assert_eq!(v.violation_count(), 0, "{:?}", v.violations);
+
+        // Without the second loss the 422 stands: the 409 differs from it.
+        let v = judge(
+            &history(events(), &[500_000]),
+            &evidence(vec![]),
+            &["b0".to_owned()],
+        );
+        assert_eq!(count(&v, Violation::ChangedPayloadNot422), 1);
     }
 
     #[test]
