@@ -10,6 +10,11 @@
 //! proven-new key stores the refusal in the same step (one round trip; on a
 //! single Redis, such claims go in batches).
 //!
+//! A key new to Redis that nothing vouches for (no generation to prove
+//! with, or a claim taken over) runs only once the database shows no
+//! durable answer for it: an order or a kept refusal found there is
+//! answered instead, since Redis may have lost it.
+//!
 //! A Redis store that cannot vouch for a buyer (its data was lost, or the
 //! generation moved on) first loads the buyer's durable answers from the
 //! database, then claims again. A load that Redis's data loss overtook
@@ -21,7 +26,7 @@ use crate::metrics::{self as m, Metrics};
 use crate::records::generation::RecordsGeneration;
 use crate::records::redis::Loaded;
 use crate::records::{
-    COMMIT_WITHIN, Claimed, KeyScope, LeaseOwner, Proof, Records, RecordsAt, RequestHash,
+    COMMIT_WITHIN, Claimed, Finished, KeyScope, LeaseOwner, Proof, Records, RecordsAt, RequestHash,
     StoredResponse,
 };
 use crate::reservation::breaker::RedisCall;
@@ -179,6 +184,17 @@ impl ClaimStage {
             }
         };
         match claimed {
+            Claimed::Run(Proof::Unproven) if route.records == RecordsAt::Redis => {
+                let claimed = ClaimedKey {
+                    scope,
+                    hash,
+                    owner,
+                    proof: Proof::Unproven,
+                    records: route.records,
+                    commit_by,
+                };
+                self.unproven(attempt, route, claimed).await
+            }
             Claimed::Run(proof) => {
                 self.count("new", route);
                 Claim::Run(ClaimedKey {
@@ -259,6 +275,79 @@ impl ClaimStage {
                 tracing::warn!("the buyer's records were lost again while loading them");
                 Claim::Answered(refuse(Refusal::Unavailable))
             }
+        }
+    }
+
+    /// A key new to Redis that nothing vouches for (no generation could be
+    /// read, or a lease runs for orders around Redis; or a claim taken over
+    /// after its lease): Redis may have lost the key's durable answer, so
+    /// the database's copy (an order, or a kept refusal) is answered instead
+    /// of a new decision, and stored under the claim.
+    async fn unproven(&self, attempt: &Attempt, route: &Route, claimed: ClaimedKey) -> Claim {
+        let store = self.records.at(claimed.records);
+        let stored = match self.truth(attempt, route).await {
+            Ok(Truth::Nothing) => {
+                self.count("new", route);
+                return Claim::Run(claimed);
+            }
+            Ok(Truth::Order(order)) => {
+                self.count("replay", route);
+                // The orders table answers its replays should this fail.
+                if let Some(Ok(stored)) = StoredResponse::of(&Ok(order.clone()))
+                    && let Err(e) = store
+                        .finish(
+                            &claimed.scope,
+                            &claimed.hash,
+                            &claimed.owner,
+                            &stored,
+                            crate::db::now_ms(),
+                        )
+                        .await
+                {
+                    tracing::warn!(error = %e, "storing an order's answer found in the database failed");
+                }
+                return Claim::Answered(replayed(order));
+            }
+            Ok(Truth::Stored(stored)) => stored,
+            Ok(Truth::OtherPayload) => {
+                self.count("mismatch", route);
+                self.abandon(&claimed).await;
+                return Claim::Answered(refuse(Refusal::KeyReused));
+            }
+            Err(()) => {
+                self.abandon(&claimed).await;
+                return Claim::Answered(refuse(Refusal::Unavailable));
+            }
+        };
+        // A kept refusal is replayed once the claim holds it too, so no
+        // replay in Redis hears something else.
+        self.count("replay", route);
+        let finished = store
+            .finish(
+                &claimed.scope,
+                &claimed.hash,
+                &claimed.owner,
+                &stored,
+                crate::db::now_ms(),
+            )
+            .await;
+        match finished {
+            Ok(Finished::Stored) => Claim::Answered(stored.replay()),
+            Ok(Finished::NotOwner) | Err(_) => {
+                self.abandon(&claimed).await;
+                Claim::Answered(refuse(Refusal::Unavailable))
+            }
+        }
+    }
+
+    /// Drops a claim this stage answered without running it.
+    async fn abandon(&self, claimed: &ClaimedKey) {
+        let store = self.records.at(claimed.records);
+        if let Err(e) = store
+            .abandon(&claimed.scope, &claimed.hash, &claimed.owner)
+            .await
+        {
+            tracing::warn!(error = %e, "dropping the idempotency claim failed; it expires with its lease");
         }
     }
 

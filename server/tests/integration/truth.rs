@@ -736,3 +736,46 @@ async fn a_refusal_whose_claim_redis_lost_is_not_answered() {
         "a refusal whose claim was lost is not answered for good: {stalled:?}"
     );
 }
+
+/// A refusal kept in the database ("only 2 left", which a unit coming back
+/// would change), then Redis loses its data while no instance can vouch for
+/// a generation of Redis records (here a bypass lease runs, as when an
+/// instance orders around Redis; a database too slow to read the
+/// generation row does the same). The same key with another payload must
+/// still hear 422, and the same payload the refusal, never a new decision.
+/// On main before this test, the claim ran unproven, found nothing in
+/// Redis, and ordered the other payload (201), the key's first answer
+/// having been a definite refusal: what the PostgreSQL fault run's history
+/// checker flagged as r1 and r3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_refusal_holds_its_key_while_no_generation_is_vouched_for() {
+    let redis = PrivateRedis::start().await;
+    let app = app_with_private_redis(Backend::Postgres, &redis, |_| {}).await;
+    let item = app.create_item(2, None).await;
+    let buyer = app.buyer().await;
+    let first = buyer.order(item.id, 3, "too-many").await;
+    assert_eq!((first.status, first.code()), (409, "sold_out"), "{first:?}");
+
+    redis.flushall().await;
+    let db = &app.state.db;
+    let lease = format!(
+        "UPDATE record_generation SET bypass_until_ms = {} + 60000 WHERE id = 1",
+        db.dialect().now_ms_sql()
+    );
+    sqlx::query(&lease)
+        .execute(db.pool())
+        .await
+        .expect("start a bypass lease");
+    // The instance reads the row every 200 ms.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    let changed = buyer.order_until_definite(item.id, 1, "too-many").await;
+    assert_eq!(
+        (changed.status, changed.code()),
+        (422, "idempotency_key_reused"),
+        "{changed:?}"
+    );
+    let replay = buyer.order_until_definite(item.id, 3, "too-many").await;
+    assert_eq!((replay.status, &replay.body), (first.status, &first.body));
+    assert_eq!(app.orders_in_db(&item).await, (0, 0));
+}
