@@ -60,7 +60,10 @@
 //! after the refusal), the key is decided anew by whichever request comes
 //! first, with whatever payload. Rules 4 and 5 then judge the history from
 //! the loss on by that new decision (counted as `keys_decided_again`);
-//! rules 1 to 3, about orders, always judge the whole history.
+//! rules 1 to 3, about orders, always judge the whole history. A first
+//! answer that came back after the loss may have been decided after it:
+//! when another payload sent after the loss hears 422 first, that answer is
+//! the new decision, and the next loss may erase it in turn.
 //!
 //! Rules 1 to 3 count keys, rules 4 and 5 count requests. One incident can
 //! break two rules (an order answered 201, then refused: rules 2 and 4);
