@@ -18,7 +18,7 @@ use super::{Attempt, Outcome, Route};
 use crate::metrics::Metrics;
 use crate::records::kept_refusals::KeptRefusals;
 use crate::records::sql::KeptRefusal;
-use crate::records::{Finished, Records, RecordsAt, StoredResponse};
+use crate::records::{Records, RecordsAt, StoredResponse};
 use app::model::Receipt;
 use app::ports::Placement;
 use std::sync::Arc;
@@ -111,7 +111,7 @@ impl AnswerStage {
                     // Replayed only once the claim's store holds it too
                     // (see `refuse`).
                     Ok(Truth::Stored(stored)) => {
-                        if self.finish(&claim, &stored).await {
+                        if claim.finish(&self.records, &stored).await {
                             stored.replay()
                         } else {
                             self.drop_claim(&claim, Refusal::Unavailable).await
@@ -132,7 +132,7 @@ impl AnswerStage {
         let result = Ok(receipt);
         match StoredResponse::of(&result) {
             Some(Ok(stored)) => {
-                self.finish(claim, &stored).await;
+                claim.finish(&self.records, &stored).await;
             }
             Some(Err(e)) => tracing::error!(error = %e, "a receipt does not serialize"),
             None => {}
@@ -172,37 +172,12 @@ impl AnswerStage {
         // decision for the key (another payload, a unit come back) would
         // contradict a definite answer. So it is not answered: a retry
         // hears what the key's records say by then.
-        if !self.finish(claim, &stored).await {
+        if !claim.finish(&self.records, &stored).await {
             return self.drop_claim(claim, Refusal::Unavailable).await;
         }
         Placement {
             result: Err(error),
             replayed: false,
-        }
-    }
-
-    /// Stores a response under the claim; true when stored.
-    async fn finish(&self, claim: &ClaimedKey, stored: &StoredResponse) -> bool {
-        let store = self.records.at(claim.records);
-        match store
-            .finish(
-                &claim.scope,
-                &claim.hash,
-                &claim.owner,
-                stored,
-                crate::db::now_ms(),
-            )
-            .await
-        {
-            Ok(Finished::Stored) => true,
-            Ok(Finished::NotOwner) => {
-                tracing::warn!("the claim was taken over or lost before its answer was stored");
-                false
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "storing the idempotent response failed");
-                false
-            }
         }
     }
 
@@ -225,10 +200,7 @@ impl AnswerStage {
 
     /// Drops the claim (the key may run again) and answers `refusal`.
     async fn drop_claim(&self, claim: &ClaimedKey, refusal: Refusal) -> Placement {
-        let store = self.records.at(claim.records);
-        if let Err(e) = store.abandon(&claim.scope, &claim.hash, &claim.owner).await {
-            tracing::warn!(error = %e, "dropping the idempotency claim failed; it expires with its lease");
-        }
+        claim.abandon(&self.records).await;
         Placement {
             result: Err(refusal.error()),
             replayed: false,

@@ -50,6 +50,42 @@ pub struct ClaimedKey {
     pub commit_by: Instant,
 }
 
+impl ClaimedKey {
+    /// Stores `stored` under this claim for replays; true when stored (a
+    /// claim taken over or lost since stores nothing).
+    pub async fn finish(&self, records: &Records, stored: &StoredResponse) -> bool {
+        let store = records.at(self.records);
+        match store
+            .finish(
+                &self.scope,
+                &self.hash,
+                &self.owner,
+                stored,
+                crate::db::now_ms(),
+            )
+            .await
+        {
+            Ok(Finished::Stored) => true,
+            Ok(Finished::NotOwner) => {
+                tracing::warn!("the claim was taken over or lost before its answer was stored");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "storing the idempotent response failed");
+                false
+            }
+        }
+    }
+
+    /// Drops the claim: the same key may run again.
+    pub async fn abandon(&self, records: &Records) {
+        let store = records.at(self.records);
+        if let Err(e) = store.abandon(&self.scope, &self.hash, &self.owner).await {
+            tracing::warn!(error = %e, "dropping the idempotency claim failed; it expires with its lease");
+        }
+    }
+}
+
 /// What stage 1 decided.
 pub enum Claim {
     /// Run the attempt under this claim.
@@ -284,70 +320,39 @@ impl ClaimStage {
     /// the database's copy (an order, or a kept refusal) is answered instead
     /// of a new decision, and stored under the claim.
     async fn unproven(&self, attempt: &Attempt, route: &Route, claimed: ClaimedKey) -> Claim {
-        let store = self.records.at(claimed.records);
-        let stored = match self.truth(attempt, route).await {
+        match self.truth(attempt, route).await {
             Ok(Truth::Nothing) => {
                 self.count("new", route);
-                return Claim::Run(claimed);
+                Claim::Run(claimed)
             }
             Ok(Truth::Order(order)) => {
                 self.count("replay", route);
                 // The orders table answers its replays should this fail.
-                if let Some(Ok(stored)) = StoredResponse::of(&Ok(order.clone()))
-                    && let Err(e) = store
-                        .finish(
-                            &claimed.scope,
-                            &claimed.hash,
-                            &claimed.owner,
-                            &stored,
-                            crate::db::now_ms(),
-                        )
-                        .await
-                {
-                    tracing::warn!(error = %e, "storing an order's answer found in the database failed");
+                if let Some(Ok(stored)) = StoredResponse::of(&Ok(order.clone())) {
+                    claimed.finish(&self.records, &stored).await;
                 }
-                return Claim::Answered(replayed(order));
+                Claim::Answered(replayed(order))
             }
-            Ok(Truth::Stored(stored)) => stored,
+            // A kept refusal is replayed once the claim holds it too, so no
+            // replay in Redis hears something else.
+            Ok(Truth::Stored(stored)) => {
+                self.count("replay", route);
+                if claimed.finish(&self.records, &stored).await {
+                    Claim::Answered(stored.replay())
+                } else {
+                    claimed.abandon(&self.records).await;
+                    Claim::Answered(refuse(Refusal::Unavailable))
+                }
+            }
             Ok(Truth::OtherPayload) => {
                 self.count("mismatch", route);
-                self.abandon(&claimed).await;
-                return Claim::Answered(refuse(Refusal::KeyReused));
+                claimed.abandon(&self.records).await;
+                Claim::Answered(refuse(Refusal::KeyReused))
             }
             Err(()) => {
-                self.abandon(&claimed).await;
-                return Claim::Answered(refuse(Refusal::Unavailable));
-            }
-        };
-        // A kept refusal is replayed once the claim holds it too, so no
-        // replay in Redis hears something else.
-        self.count("replay", route);
-        let finished = store
-            .finish(
-                &claimed.scope,
-                &claimed.hash,
-                &claimed.owner,
-                &stored,
-                crate::db::now_ms(),
-            )
-            .await;
-        match finished {
-            Ok(Finished::Stored) => Claim::Answered(stored.replay()),
-            Ok(Finished::NotOwner) | Err(_) => {
-                self.abandon(&claimed).await;
+                claimed.abandon(&self.records).await;
                 Claim::Answered(refuse(Refusal::Unavailable))
             }
-        }
-    }
-
-    /// Drops a claim this stage answered without running it.
-    async fn abandon(&self, claimed: &ClaimedKey) {
-        let store = self.records.at(claimed.records);
-        if let Err(e) = store
-            .abandon(&claimed.scope, &claimed.hash, &claimed.owner)
-            .await
-        {
-            tracing::warn!(error = %e, "dropping the idempotency claim failed; it expires with its lease");
         }
     }
 
