@@ -146,6 +146,25 @@ async fn load(
         .expect("load the buyer")
 }
 
+/// The Redis key of a buyer's marker (`key` None) or of one of its records.
+fn redis_key(test_redis: &TestRedis, buyer: &BuyerId, key: Option<&str>) -> String {
+    match key {
+        None => format!("{}idem:{{{buyer}}}", test_redis.prefix),
+        Some(key) => format!("{}idem:{{{buyer}}}:{key}", test_redis.prefix),
+    }
+}
+
+/// Redis loses these keys, as a FLUSHALL would (for this test's keys only:
+/// the server is shared).
+async fn lose(test_redis: &TestRedis, keys: &[String]) {
+    let mut conn = test_redis.connection().await;
+    let _: i64 = redis::cmd("DEL")
+        .arg(keys)
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+}
+
 fn scope(buyer: &BuyerId, key: &str) -> KeyScope {
     KeyScope {
         buyer: buyer.clone(),
@@ -359,13 +378,14 @@ async fn an_order_whose_claim_redis_lost_is_stored_over_the_reloaded_records() {
 
     // Redis loses the buyer's claim and marker; another attempt of the
     // buyer loads their answers again (no order committed yet).
-    let mut conn = test_redis.connection().await;
-    let _: i64 = redis::cmd("DEL")
-        .arg(format!("{}idem:{{{buyer}}}:k5", test_redis.prefix))
-        .arg(format!("{}idem:{{{buyer}}}", test_redis.prefix))
-        .query_async(&mut conn)
-        .await
-        .expect("del");
+    lose(
+        test_redis,
+        &[
+            redis_key(test_redis, &buyer, Some("k5")),
+            redis_key(test_redis, &buyer, None),
+        ],
+    )
+    .await;
     assert_eq!(
         load(redis, generation, &buyer, &[], NOW + 1).await,
         Loaded::Written
@@ -533,7 +553,7 @@ async fn an_answer_stored_by_a_batch_is_a_done_record_to_every_reader() {
             .claim(&k, &hash(1), &LeaseOwner::new(), NOW, Some(&refusal()))
             .await;
         assert_eq!(claimed.ok(), Some(Claimed::Answered), "{key}");
-        let record = format!("{}idem:{{{buyer}}}:{key}", test_redis.prefix);
+        let record = redis_key(test_redis, &buyer, Some(key));
         let shape: String = redis::cmd("TYPE")
             .arg(&record)
             .query_async(&mut conn)
@@ -609,11 +629,7 @@ async fn an_answer_stored_by_a_batch_is_a_done_record_to_every_reader() {
 
     // Loading the buyer's durable answers (the marker expired; the records
     // outlive it): an order replaces it, a refusal leaves it.
-    let _: i64 = redis::cmd("DEL")
-        .arg(format!("{}idem:{{{buyer}}}", test_redis.prefix))
-        .query_async(&mut conn)
-        .await
-        .expect("del");
+    lose(test_redis, &[redis_key(test_redis, &buyer, None)]).await;
     let loaded_order = receipt("o-b2");
     let durable = |k: &KeyScope, response: StoredResponse| DurableAnswer {
         key: k.key.clone(),
@@ -666,14 +682,9 @@ async fn a_load_overtaken_by_a_redis_data_loss_writes_nothing() {
 
     // The buyer's marker expires; a claim of another key fences a load and
     // reads the database, which has nothing yet.
-    let mut conn = test_redis.connection().await;
-    let marker = format!("{}idem:{{{buyer}}}", test_redis.prefix);
-    let record = format!("{}idem:{{{buyer}}}:refused", test_redis.prefix);
-    let _: i64 = redis::cmd("DEL")
-        .arg(&marker)
-        .query_async(&mut conn)
-        .await
-        .expect("del");
+    let marker = redis_key(test_redis, &buyer, None);
+    let record = redis_key(test_redis, &buyer, Some("refused"));
+    lose(test_redis, std::slice::from_ref(&marker)).await;
     let current = generation.current().expect("a fresh generation reading");
     let overtaken = redis
         .fence_load(&buyer, current)
@@ -699,12 +710,7 @@ async fn a_load_overtaken_by_a_redis_data_loss_writes_nothing() {
     assert_eq!(finished.ok(), Some(Finished::Stored));
 
     // Redis loses the buyer's records, fence included; the load writes.
-    let _: i64 = redis::cmd("DEL")
-        .arg(&marker)
-        .arg(&record)
-        .query_async(&mut conn)
-        .await
-        .expect("del");
+    lose(test_redis, &[marker, record]).await;
     assert_eq!(
         redis.load_buyer(overtaken, &read_early, NOW + 3).await.ok(),
         Some(Loaded::FenceGone)
